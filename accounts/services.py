@@ -68,3 +68,21 @@ def api_key_create(
 def api_key_revoke(*, key: ApiKey) -> None:
     """Revoke a key; it stops working at once."""
     ApiKey.objects.filter(pk=key.pk, revoked_at=None).update(revoked_at=timezone.now())
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership) -> None:
+    """Remove a member and revoke their keys there; refuse to remove the last owner."""
+    # Lock the owners' rows so two owners can't remove each other at the same moment.
+    owners = list(
+        Membership.objects.select_for_update()
+        .filter(workspace_id=membership.workspace_id, role=Role.OWNER)
+        .values_list("pk", flat=True)
+    )
+    if membership.role == Role.OWNER and owners == [membership.pk]:
+        raise ValueError("A workspace needs an owner: this is the last one.")
+    # Their keys would wake up again if they were re-invited: revoke them now.
+    ApiKey.objects.filter(
+        workspace_id=membership.workspace_id, user_id=membership.user_id, revoked_at=None
+    ).update(revoked_at=timezone.now())
+    membership.delete()

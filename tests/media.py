@@ -67,6 +67,8 @@ def make_wav(
     kind "sine": a 1 kHz sine whose peak is level_db dBFS on every channel.
     kind "speech": speech-like audio scaled to an integrated loudness of level_db LUFS
     (louder than about -12 LUFS it clips at full scale, as loud recordings do).
+    kind "bursts": full-band noise bursts at level_db LUFS, whose inter-sample peaks run
+    several dB over their sample peaks (what a sample-peak limiter misses).
     kind "hum": a 30 Hz sine at level_db dBFS, for testing the high-pass filter.
     kind "silence": digital silence.
     """
@@ -83,14 +85,23 @@ def make_wav(
         source = f"anullsrc=r={rate}:cl={layout}"
         ffmpeg("-f", "lavfi", "-i", source, "-t", str(seconds), "-c:a", codec, str(path))
         return path
-    if kind != "speech":
-        raise ValueError(kind)
-    # The right channel is a slightly delayed, quieter copy: a plausible two-mic stereo image.
-    exprs = [_speech(), f"0.85*{_speech('(t-0.0007)')}"][:channels]
     raw = path.with_suffix(".raw.wav")
-    source = f"aevalsrc='{'|'.join(exprs)}':s={rate}:d={seconds}"
-    # Speech (and a microphone) puts little energy above 7 kHz.
-    ffmpeg("-f", "lavfi", "-i", source, "-af", "lowpass=f=7000", "-c:a", "pcm_f32le", str(raw))
+    if kind == "speech":
+        # The right channel is a slightly delayed, quieter copy: a plausible two-mic image.
+        exprs = [_speech(), f"0.85*{_speech('(t-0.0007)')}"][:channels]
+        source = f"aevalsrc='{'|'.join(exprs)}':s={rate}:d={seconds}"
+        # Speech (and a microphone) puts little energy above 7 kHz.
+        ffmpeg("-f", "lavfi", "-i", source, "-af", "lowpass=f=7000", "-c:a", "pcm_f32le", str(raw))
+    elif kind == "bursts":
+        layout = "mono" if channels == 1 else "stereo"
+        ffmpeg(
+            "-f", "lavfi", "-i", f"anoisesrc=color=white:r={rate}:a=0.5:seed=3:d={seconds}",
+            "-f", "lavfi", "-i", f"aevalsrc='pow(max(0,sin(2*PI*0.9*t)),200)':s={rate}",
+            "-filter_complex", f"[0][1]amultiply,aformat=channel_layouts={layout}",
+            "-t", str(seconds), "-c:a", "pcm_f32le", str(raw),
+        )  # fmt: skip
+    else:
+        raise ValueError(kind)
     gain = level_db - ebur128(raw)["integrated"]
     ffmpeg("-i", str(raw), "-af", f"volume={gain:.3f}dB", "-c:a", codec, str(path))
     raw.unlink()

@@ -537,20 +537,11 @@ def member_remove(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     require_manage(m)
     if not may_remove(m, target):
         raise PermissionDenied("Only an owner may remove an owner.")
-    with transaction.atomic():
-        # Lock the owners' rows so two owners can't remove each other at the same moment.
-        owners = list(
-            m.workspace.memberships.select_for_update()
-            .filter(role=Role.OWNER)
-            .values_list("pk", flat=True)
-        )
-        if target.role == Role.OWNER and len(owners) == 1:
-            messages.error(request, "A workspace needs an owner: this is the last one.")
-            return redirect("dashboard:members", slug=slug)
-        # Their keys would only wake up again if they were re-invited: revoke them now.
-        for key in m.workspace.api_keys.filter(user=target.user, revoked_at=None):
-            account_services.api_key_revoke(key=key)
-        target.delete()
+    try:
+        account_services.membership_remove(membership=target)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return redirect("dashboard:members", slug=slug)
     messages.success(request, f"{target.user.email} was removed from {m.workspace.name}.")
     if target.pk == m.pk:
         return redirect("dashboard:workspaces")

@@ -32,7 +32,7 @@ def _django_setting(name: str) -> object | None:
         return None
     try:
         return getattr(settings, name, None)
-    except ImproperlyConfigured:
+    except (ImproperlyConfigured, ImportError):  # no settings, or a settings module that won't load
         return None
 
 
@@ -154,7 +154,15 @@ def run_ffmpeg(
             proc.stdout.close()
     lines = list(tail)
     if returncode != 0:
-        raise FFmpegFailed(error_messages(lines))
+        messages = error_messages(lines)
+        # Messages reach users: show file names, not where the server keeps them.
+        for arg in args:
+            if arg.startswith("file:"):
+                path = arg.removeprefix("file:")
+                messages = [
+                    m.replace(arg, describe(path)).replace(path, describe(path)) for m in messages
+                ]
+        raise FFmpegFailed(messages)
     if on_progress is not None:
         on_progress(1.0)
     return lines

@@ -49,6 +49,9 @@ ANALYSE_SHARE = 0.25
 LIMITER_GUARD = 0.2
 # On a true-peak miss, lower the limit by the overshoot plus this much (dB).
 PEAK_CORRECTION_EXTRA = 0.3
+# A lossy encoder's overshoot on dense, limited material wobbles by +-0.6 dB from one render
+# to the next; the last try aims this far (dB) under the ceiling.
+LOSSY_LAST_EXTRA = 0.7
 _CHUNK = 1024 * 1024
 
 
@@ -89,6 +92,10 @@ class _Plan:
     limit: float | None = None  # limiter's true-peak limit before the encoder; None: no limiter
     measured: Loudness | None = None
     renders: int = 0
+    # (gain, limit, integrated loudness, true peak) of every render so far.
+    history: list[tuple[float, float | None, float, float]] = dataclasses.field(
+        default_factory=list
+    )
 
 
 @dataclasses.dataclass
@@ -352,9 +359,11 @@ def _render(
     results = parse_summaries(lines)
     for k, plan in enumerate(plans):
         plan.renders += 1
-        plan.measured = results.get(f"out{k}")
-        if plan.measured is None:
+        measured = results.get(f"out{k}")
+        if measured is None:
             raise EngineError(f"The encoded {plan.fmt.name} output could not be measured.")
+        plan.measured = measured
+        plan.history.append((plan.gain, plan.limit, measured.integrated, measured.true_peak))
     return results
 
 
@@ -392,27 +401,39 @@ def _needs_correction(plan: _Plan, target: float | None, ceiling: float | None) 
 
 
 def _correct(plan: _Plan, target: float, ceiling: float, *, last: bool) -> None:
-    """Adjust an output's gain and limit from what its encoded file measured.
-
-    A lossy encoder can add peaks the limiter never saw (Opus on noisy bursts adds 3 dB),
-    which a lower limit cannot always remove; so the last correction puts the ceiling
-    first: it raises the output at most as far as its peaks allow, or lowers it by the
-    overshoot.
-    """
+    """Adjust an output's gain and limit from what its encoded file measured."""
     measured = plan.measured
     assert measured is not None
-    step = target - measured.integrated
-    if last:
-        step = min(step, ceiling - PEAK_CORRECTION_EXTRA - measured.true_peak)
-    else:
-        # Peaks rise with added gain up to the limit, and the encoder's overshoot rides on it.
-        excess = measured.true_peak + max(step, 0.0) - ceiling
-        if excess > 0:
-            if plan.limit is None:
-                plan.limit = _limit_for(plan, ceiling)
-            else:
-                plan.limit -= excess + PEAK_CORRECTION_EXTRA
+    step = _loudness_step(plan, target)
+    if plan.limit is None:
+        # Unlimited peaks rise with the gain: bring the limiter in if they would pass.
+        if measured.true_peak + step > ceiling - LIMITER_GUARD:
+            plan.limit = _limit_for(plan, ceiling)
+    elif plan.fmt.lossy and last:
+        # The encoder's own overshoot (up to 3 dB on dense noise) need not shrink with the
+        # limit and wobbles from render to render, but follows the level: the last try puts
+        # the ceiling first, sized by the worst peak-to-gain seen in any render.
+        worst = max(peak - gain for gain, _, _, peak in plan.history)
+        step = min(step, ceiling - LOSSY_LAST_EXTRA - worst - plan.gain)
+    elif measured.true_peak > ceiling:
+        plan.limit -= measured.true_peak - ceiling + PEAK_CORRECTION_EXTRA
     plan.gain = round(plan.gain + step, 2)
+
+
+def _loudness_step(plan: _Plan, target: float) -> float:
+    """Return the gain change (dB) that should bring an output onto the target.
+
+    Under heavy limiting 1 dB more gain buys well under 1 LU; once two renders with the same
+    limit show how much, the step is scaled by that slope (a secant step).
+    """
+    assert plan.measured is not None
+    step = target - plan.measured.integrated
+    if len(plan.history) >= 2:
+        (gain_a, limit_a, loud_a, _), (gain_b, limit_b, loud_b, _) = plan.history[-2:]
+        if limit_a == limit_b and abs(gain_b - gain_a) >= 0.1:
+            slope = (loud_b - loud_a) / (gain_b - gain_a)
+            step /= min(1.0, max(0.25, slope))
+    return step
 
 
 def _final_check(plans: list[_Plan], target: float | None, ceiling: float | None) -> list[str]:

@@ -15,8 +15,9 @@ from media_jobs.providers.base import (
     RunResult,
 )
 
-# Share of the overall progress bar each engine stage covers.
-STAGE_SPANS = {"analysing": (5, 35), "encoding": (35, 85), "verifying": (85, 95)}
+# The engine reports one fraction for its whole run; it fills this span of the job's progress
+# (downloading the input comes before it, storing the outputs after).
+ENGINE_SPAN = (5, 95)
 
 
 class LocalProvider(Provider):
@@ -32,7 +33,7 @@ class LocalProvider(Provider):
 
     def run(self, job, *, input_path: Path, workdir: Path, progress: ProgressFn) -> RunResult:
         def on_progress(fraction: float, stage: str) -> bool:
-            lo, hi = STAGE_SPANS.get(stage, (5, 95))
+            lo, hi = ENGINE_SPAN
             return progress(int(lo + (hi - lo) * max(0.0, min(1.0, fraction))), stage)
 
         basename = Path(job.item.original_filename or "output").stem or "output"
