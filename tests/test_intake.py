@@ -189,3 +189,79 @@ def test_items_list_filters_by_dataset(bob, acme, wav_file):
         json.loads(json.dumps(bob.api.get(f"/api/v1/datasets/{inbox.pk}/items").json()))["count"]
         == 1
     )
+
+
+@pytest.fixture
+def https_files(tmp_path, settings, wav_file):
+    """Serve a WAV and a broken file over HTTPS on 127.0.0.2, the one address tests may fetch."""
+    from tests.tls import https_directory, make_tls_files
+
+    tls = make_tls_files(tmp_path)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "talk.wav").write_bytes(wav_file.read_bytes())
+    (site / "broken.wav").write_bytes(b"RIFF" + bytes(5000))
+    settings.INTAKE_URL_ALLOW_NETWORKS = ["127.0.0.2/32"]
+    settings.INTAKE_URL_CA_BUNDLE = str(tls.ca)
+    with https_directory(site, tls) as base:
+        yield base
+
+
+def test_url_intake_fetches_and_stores_a_public_file(bob, acme, https_files, wav_file, media_root):
+    inbox = acme.datasets.get(name="inbox")
+    r = bob.api.post(
+        f"/api/v1/datasets/{inbox.pk}/items",
+        {"audio_url": f"{https_files}/talk.wav", "description": "fetched"},
+        format="json",
+    )
+    assert r.status_code == 201, r.content
+    item = MediaItem.objects.get(pk=r.json()["item_id"])
+    assert (item.source, item.source_url) == ("url", f"{https_files}/talk.wav")
+    assert item.title == "talk" and item.channels == 2
+    assert (media_root / item.input_file.name).read_bytes() == wav_file.read_bytes()
+
+
+def test_url_intake_caps_the_size_with_413(bob, acme, https_files, media_root):
+    inbox = acme.datasets.get(name="inbox")
+    inbox.max_file_size = 10_000
+    inbox.save()
+    r = bob.api.post(
+        f"/api/v1/datasets/{inbox.pk}/items",
+        {"audio_url": f"{https_files}/talk.wav"},
+        format="json",
+    )
+    assert r.status_code == 413
+    assert "10000" in r.json()["error"]
+    assert stored_files(media_root) == []
+
+
+def test_url_intake_reports_a_missing_file_with_422(bob, acme, https_files):
+    inbox = acme.datasets.get(name="inbox")
+    r = bob.api.post(
+        f"/api/v1/datasets/{inbox.pk}/items",
+        {"audio_url": f"{https_files}/gone.wav"},
+        format="json",
+    )
+    assert r.status_code == 422
+    assert "404" in r.json()["error"]
+
+
+def test_url_intake_of_an_undecodable_file_keeps_nothing(bob, acme, https_files, media_root):
+    inbox = acme.datasets.get(name="inbox")
+    r = bob.api.post(
+        f"/api/v1/datasets/{inbox.pk}/items",
+        {"audio_url": f"{https_files}/broken.wav"},
+        format="json",
+    )
+    assert r.status_code == 422
+    assert MediaItem.objects.get(pk=r.json()["item_id"]).status == "failed"
+    assert stored_files(media_root) == []
+
+
+def test_simple_job_takes_an_input_url(bob, https_files):
+    r = bob.api.post(
+        "/api/v1/simple/jobs", {"input_url": f"{https_files}/talk.wav", "preset": "podcast"}
+    )
+    assert r.status_code == 201, r.content
+    assert r.json()["status"] == "pending"
+    assert MediaItem.objects.get(pk=r.json()["item"]).source == "url"

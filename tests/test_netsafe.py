@@ -8,7 +8,6 @@ connection is attempted. Loopback vectors aim at a canary listener that must nev
 from __future__ import annotations
 
 import contextlib
-import datetime
 import http.server
 import io
 import ipaddress
@@ -19,20 +18,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import urllib3.response
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from media_jobs import netsafe
 from media_jobs.netsafe import FetchError, check_address, fetch_to_file, resolve_public
+from tests.tls import TLSFiles, make_tls_files
 
 # The HTTPS test server lives on 127.0.0.2 and only that address is allowed, so the canary on
 # 127.0.0.1 stays forbidden even in tests that use the allow-list escape hatch.
@@ -156,84 +151,9 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDNS:
 # --------------------------------------------------------------------------- TLS material
 
 
-@dataclass
-class TLSFiles:
-    ca: Path  # trust anchor to pass as ca_bundle
-    cert: Path  # server chain
-    key: Path
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def make_tls_files(directory: Path) -> TLSFiles:
-    """Create a throwaway CA and a server certificate for the test names and loopback IPs."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("netsafe test CA"))
-        .issuer_name(_name("netsafe test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in CERT_NAMES]
-    sans += [x509.IPAddress(ipaddress.ip_address(SERVER_IP))]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = TLSFiles(
-        ca=directory / "ca.pem", cert=directory / "cert.pem", key=directory / "key.pem"
-    )
-    files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return files
-
-
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
+    return make_tls_files(tmp_path_factory.mktemp("tls"), CERT_NAMES, SERVER_IP)
 
 
 # --------------------------------------------------------------------------- HTTPS server
