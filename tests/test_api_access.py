@@ -207,3 +207,21 @@ def test_charlie_cannot_see_alices_workspace_presets(alice, charlie, acme):
 def test_schema_and_docs_are_served(client):
     assert client.get("/api/schema/").status_code == 200
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_charlie_cannot_run_simple_jobs_in_alices_workspace(alice, charlie, tmp_path):
+    from media_jobs import samples
+
+    wav = samples.speech_like(tmp_path / "a.wav", seconds=1)
+    with wav.open("rb") as fh:
+        r = charlie.api.post(
+            "/api/v1/simple/jobs", {"input_file": fh, "preset": "podcast", "workspace": "acme"}
+        )
+    assert r.status_code == 404
+    acme_inbox = Dataset.objects.get(workspace__slug="acme", name="inbox")
+    with wav.open("rb") as fh:
+        r = charlie.api.post(
+            "/api/v1/simple/jobs", {"input_file": fh, "preset": "podcast", "dataset": acme_inbox.pk}
+        )
+    assert r.status_code == 404  # his own workspace has no dataset with that id
+    assert not MediaItem.objects.exists()

@@ -93,6 +93,24 @@ def cluster(media_root, tmp_path):
     yield make
     for c in clusters:
         c.stop()
+    wait_for_other_sessions_to_end()
+
+
+def wait_for_other_sessions_to_end(timeout: float = 15) -> None:
+    """Wait until PostgreSQL has reaped the killed workers' sessions, so the test DB can drop."""
+    if connection.vendor != "postgresql":
+        return
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+
+    def alone() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchone()[0] == 0
+
+    wait_for(alone, timeout, "worker database sessions to end")
 
 
 @pytest.fixture(scope="session")
