@@ -260,7 +260,12 @@ def job_output_path(output: JobOutput, filename: str) -> str:
 
 
 class JobOutput(models.Model):
+    class Kind(models.TextChoices):
+        MEDIA = "media"  # a processed audio or video file
+        REPORT = "report"  # an analysis artifact, e.g. the waveform image
+
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="outputs")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.MEDIA)
     format = models.CharField(max_length=20)
     filename = models.CharField(max_length=255)
     file = models.FileField(upload_to=job_output_path, max_length=500)

@@ -474,6 +474,7 @@ def job_store_outputs(*, job: Job, outputs) -> None:
         with out.path.open("rb") as fh:
             record.file.save(out.filename, File(fh), save=False)
         record.format = out.format
+        record.kind = out.kind
         record.size = out.size
         record.checksum = out.checksum
         record.statistics = out.statistics

@@ -152,7 +152,16 @@ class OutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = JobOutput
-        fields = ["id", "format", "filename", "size", "checksum", "statistics", "download_url"]
+        fields = [
+            "id",
+            "kind",
+            "format",
+            "filename",
+            "size",
+            "checksum",
+            "statistics",
+            "download_url",
+        ]
 
     def get_download_url(self, output) -> str:
         return output_download_url(self.context.get("request"), output)

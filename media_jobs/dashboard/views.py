@@ -103,6 +103,16 @@ LOUDNESS_MEASURES = (
     ("integrated", "Integrated loudness", "LUFS"),
     ("lra", "Loudness range", "LU"),
     ("true_peak", "True peak", "dBTP"),
+    ("max_momentary", "Max momentary loudness", "LUFS"),
+    ("max_shortterm", "Max short-term loudness", "LUFS"),
+    ("noise_level", "Noise level", "LUFS"),
+    ("snr", "Signal-to-noise ratio", "dB"),
+)
+# Facts of the audio itself, shown under the loudness measures when the engine recorded them.
+AUDIO_FACTS = (
+    ("duration", "Duration", ""),
+    ("sample_rate", "Sample rate", "Hz"),
+    ("channels", "Channels", ""),
 )
 JOB_SETTINGS = (("target", "Target loudness", "LUFS"), ("max_peak", "Peak ceiling", "dBTP"))
 
@@ -150,7 +160,7 @@ def loudness_rows(statistics: Any) -> list[dict[str, str]]:
     before, after = as_dict(stats.get("input")), as_dict(stats.get("output"))
     if not before and not after:
         return []
-    return [
+    rows = [
         {
             "label": label,
             "unit": unit,
@@ -158,7 +168,21 @@ def loudness_rows(statistics: Any) -> list[dict[str, str]]:
             "output": fmt_number(after.get(key)),
         }
         for key, label, unit in LOUDNESS_MEASURES
+        # The first three always show; the finer measures only where the engine reported them.
+        if key in ("integrated", "lra", "true_peak") or key in before or key in after
     ]
+    for key, label, unit in AUDIO_FACTS:
+        if key in before or key in after:
+            shown = fmt_duration if key == "duration" else (lambda v: fmt_number(v, 0))
+            rows.append(
+                {
+                    "label": label,
+                    "unit": unit,
+                    "input": shown(before[key]) if before.get(key) is not None else "—",
+                    "output": shown(after[key]) if after.get(key) is not None else "—",
+                }
+            )
+    return rows
 
 
 def job_setting_rows(statistics: Any) -> list[dict[str, str]]:

@@ -37,6 +37,7 @@ class Output:
     size: int
     checksum: str
     statistics: dict[str, Any] = field(default_factory=dict)
+    kind: str = "media"  # or "report": an analysis artifact such as the waveform image
 
 
 @dataclass
