@@ -163,6 +163,9 @@ class ProviderAccount(models.Model):
     label = models.CharField(max_length=100, blank=True)
     auth_kind = models.CharField(max_length=30, choices=AuthKind.choices, default=AuthKind.API_KEY)
     credentials = EncryptedJSONField(default=dict, blank=True)
+    identity = models.CharField(
+        max_length=200, blank=True, help_text="Who the provider says this account is."
+    )
     token_expires_at = models.DateTimeField(null=True, blank=True)
     disabled = models.BooleanField(default=False)
     last_error = models.TextField(blank=True)
@@ -201,9 +204,18 @@ class Job(models.Model):
     progress = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True)
     remote_id = models.CharField(max_length=200, blank=True)
+    # What a remote adapter must remember between steps (intermediate ids, result URLs).
+    remote_state = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # A worker holding the job renews the lease; the token fences out a worker that lost it.
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    next_poll_at = models.DateTimeField(null=True, blank=True)
+    lease_token = models.CharField(max_length=32, blank=True, editable=False)
+    next_poll_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    poll_count = models.PositiveIntegerField(default=0)
+    transient_errors = models.PositiveIntegerField(default=0)
+    progress_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the job last moved (progress or stage)."
+    )
     webhook_token = models.CharField(max_length=64, default="", blank=True, editable=False)
     statistics = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
@@ -236,6 +248,7 @@ class Job(models.Model):
             "error": error,
             "finished_at": timezone.now(),
             "lease_expires_at": None,
+            "next_poll_at": None,
             "updated_at": timezone.now(),
             **extra,
         }

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db.models import Max, QuerySet
 
 from accounts.access import request_roles
-from media_jobs.models import Dataset, Job, JobOutput, MediaItem, Preset
+from media_jobs.models import Dataset, Job, JobOutput, MediaItem, Preset, ProviderAccount
 from media_jobs.services import presets_visible
 
 
@@ -44,3 +44,9 @@ def largest_upload_limit(request) -> int:
     """Return the largest file any of the caller's datasets accepts."""
     largest = datasets_for(request).aggregate(m=Max("max_file_size"))["m"]
     return largest or settings.INTAKE_DEFAULT_MAX_FILE_SIZE
+
+
+def provider_accounts_for(request) -> QuerySet[ProviderAccount]:
+    return ProviderAccount.objects.filter(
+        workspace_id__in=request_roles(request).keys()
+    ).select_related("workspace")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import secrets
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.files import File
 from django.db import close_old_connections, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Case, CharField, F, PositiveIntegerField, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -334,35 +335,62 @@ def job_cancel(*, job: Job) -> bool:
         MediaItem.objects.filter(pk=job.item_id, status=MediaItem.Status.PROCESSING).update(
             status=MediaItem.Status.QUEUED
         )
+        if job.remote_id and get_provider(job.provider).can_cancel:
+            from media_jobs import tasks
+
+            transaction.on_commit(lambda: tasks.enqueue_cancel_remote(job.pk))
     return cancelled
 
 
-def job_claim(*, job_id: int) -> tuple[Job, int] | None:
-    """Claim a job for this worker with a conditional UPDATE; return it and its fencing attempt."""
+def job_claim(*, job_id: int) -> tuple[Job, str] | None:
+    """Claim a job for this worker with a conditional UPDATE; return it and its lease token.
+
+    Claimable: a queued job, or a running one whose lease is free (a remote job waiting for its
+    next poll holds none) or lapsed (its worker died). A claim that starts a worker run counts as
+    an attempt; a poll of a remote job does not.
+    """
     now = timezone.now()
-    claimable = Q(status=Job.Status.PENDING) & ~Q(stage="saved") | Q(
-        status=Job.Status.RUNNING, lease_expires_at__lt=now
+    token = secrets.token_hex(8)
+    free = Q(lease_expires_at=None) | Q(lease_expires_at__lt=now)
+    claimable = (Q(status=Job.Status.PENDING) & ~Q(stage="saved")) | (
+        Q(status=Job.Status.RUNNING) & free
     )
+    new_run = Q(status=Job.Status.PENDING) | Q(lease_expires_at__isnull=False)
     claimed = Job.objects.filter(claimable, pk=job_id).update(
         status=Job.Status.RUNNING,
-        stage="starting",
-        attempts=F("attempts") + 1,
+        attempts=Case(
+            When(new_run, then=F("attempts") + 1),
+            default=F("attempts"),
+            output_field=PositiveIntegerField(),
+        ),
+        stage=Case(
+            When(status=Job.Status.PENDING, then=Value("starting")),
+            default=F("stage"),
+            output_field=CharField(),
+        ),
         lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+        lease_token=token,
         started_at=Coalesce(F("started_at"), now),
+        progress_at=Coalesce(F("progress_at"), now),
         updated_at=now,
     )
     if claimed != 1:
         return None
-    job = Job.objects.select_related("item__dataset", "preset").get(pk=job_id)
-    return job, job.attempts
+    job = Job.objects.select_related("item__dataset", "preset", "provider_account").get(pk=job_id)
+    return job, token
+
+
+def fenced(job: Job, token: str):
+    """Return a queryset that only matches while this worker still holds the job's lease."""
+    return Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_token=token)
 
 
 class Heartbeat:
     """Renew a job's lease in the background and record progress; notice cancellation."""
 
-    def __init__(self, job: Job, attempt: int):
+    def __init__(self, job: Job, token: str):
         self.job_id = job.pk
-        self.attempt = attempt
+        self.token = token
         self.cancelled = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -386,17 +414,19 @@ class Heartbeat:
         return not self.cancelled.is_set()
 
     def beat(self) -> None:
-        """Write progress and extend the lease, fenced by this worker's attempt number."""
+        """Write progress and extend the lease, fenced by this worker's lease token."""
         with self._lock:
             progress, self._progress = self._progress, None
+        now = timezone.now()
         fields: dict[str, Any] = {
-            "lease_expires_at": timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS),
-            "updated_at": timezone.now(),
+            "lease_expires_at": now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+            "updated_at": now,
         }
         if progress:
             fields["progress"], fields["stage"] = progress
+            fields["progress_at"] = now
         alive = Job.objects.filter(
-            pk=self.job_id, status=Job.Status.RUNNING, attempts=self.attempt
+            pk=self.job_id, status=Job.Status.RUNNING, lease_token=self.token
         ).update(**fields)
         if not alive:
             self.cancelled.set()
@@ -413,19 +443,24 @@ class Heartbeat:
 
 
 def job_run(*, job_id: int) -> None:
-    """Run a job to its end on an inline provider; safe to call twice (at-least-once delivery)."""
+    """Advance a job as far as a worker can take it; safe to call twice (at-least-once delivery)."""
     claim = job_claim(job_id=job_id)
     if claim is None:
         return
-    job, attempt = claim
-    if attempt > settings.JOB_MAX_ATTEMPTS:
-        job.mark_failed(f"Gave up after {attempt - 1} attempts.")
+    job, token = claim
+    if job.attempts > settings.JOB_MAX_ATTEMPTS:
+        job_fail(job=job, token=token, message=f"Gave up after {job.attempts - 1} attempts.")
         return
     provider = get_provider(job.provider)
+    if not provider.inline:
+        from media_jobs import tracking
+
+        tracking.job_advance(job=job, token=token, provider=provider)
+        return
     MediaItem.objects.filter(pk=job.item_id).update(
         status=MediaItem.Status.PROCESSING, error="", updated_at=timezone.now()
     )
-    with tempfile.TemporaryDirectory(prefix=f"job-{job.pk}-") as tmp, Heartbeat(job, attempt) as hb:
+    with tempfile.TemporaryDirectory(prefix=f"job-{job.pk}-") as tmp, Heartbeat(job, token) as hb:
         try:
             hb.report(1, "downloading")
             input_path = local_copy(job.item.input_file, Path(tmp))
@@ -440,13 +475,13 @@ def job_run(*, job_id: int) -> None:
             log.info("job %s was cancelled while running", job.pk)
             return
         except ProviderError as exc:
-            job_fail(job=job, attempt=attempt, message=exc.message)
+            job_fail(job=job, token=token, message=exc.message)
             return
         except Exception as exc:
             log.exception("job %s crashed", job.pk)
-            job_fail(job=job, attempt=attempt, message=f"Internal error: {exc}")
+            job_fail(job=job, token=token, message=f"Internal error: {exc}")
             return
-    job_succeed(job=job, attempt=attempt, statistics=result.statistics)
+    job_succeed(job=job, token=token, statistics=result.statistics)
 
 
 def local_copy(field_file, directory: Path) -> Path:
@@ -485,36 +520,40 @@ def job_store_outputs(*, job: Job, outputs) -> None:
         stale.delete()
 
 
-def _fenced(job: Job, attempt: int):
-    return Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=attempt)
-
-
-def job_succeed(*, job: Job, attempt: int, statistics: dict) -> bool:
+def job_succeed(*, job: Job, token: str, statistics: dict, transcript: Any = None) -> bool:
+    """Mark the job a success (if this worker still holds it) and publish its item."""
     now = timezone.now()
-    done = _fenced(job, attempt).update(
+    done = fenced(job, token).update(
         status=Job.Status.SUCCESS,
         stage="done",
         progress=100,
         statistics=statistics,
         finished_at=now,
         lease_expires_at=None,
+        next_poll_at=None,
         error="",
         updated_at=now,
     )
     if done:
+        item_fields: dict[str, Any] = {"statistics": statistics}
+        if transcript is not None:
+            item_fields["transcript"] = transcript
         MediaItem.objects.filter(pk=job.item_id).update(
-            status=MediaItem.Status.PUBLISHED, statistics=statistics, error="", updated_at=now
+            status=MediaItem.Status.PUBLISHED, error="", updated_at=now, **item_fields
         )
     return bool(done)
 
 
-def job_fail(*, job: Job, attempt: int, message: str) -> bool:
+def job_fail(*, job: Job, token: str | None, message: str) -> bool:
+    """Fail the job with a message (fenced by token when given) and its item with it."""
     now = timezone.now()
-    done = _fenced(job, attempt).update(
+    qs = fenced(job, token) if token else Job.objects.filter(pk=job.pk, status__in=Job.ACTIVE)
+    done = qs.update(
         status=Job.Status.FAILED,
         error=message[:5000],
         finished_at=now,
         lease_expires_at=None,
+        next_poll_at=None,
         updated_at=now,
     )
     if done:
@@ -529,6 +568,7 @@ class ReconcileReport:
     resumed: list[int]
     requeued: list[int]
     failed: list[int]
+    polled: list[int] = field(default_factory=list)
 
 
 def jobs_reconcile(*, pending_grace_seconds: int | None = None) -> ReconcileReport:
@@ -541,9 +581,9 @@ def jobs_reconcile(*, pending_grace_seconds: int | None = None) -> ReconcileRepo
     stale = Job.objects.filter(status=Job.Status.RUNNING, lease_expires_at__lt=now)
     for job in stale:
         if job.attempts >= settings.JOB_MAX_ATTEMPTS:
-            if _fenced(job, job.attempts).filter(lease_expires_at__lt=now).exists():
+            if fenced(job, job.lease_token).filter(lease_expires_at__lt=now).exists():
                 job_fail(
-                    job=job, attempt=job.attempts, message="Worker lost too many times; gave up."
+                    job=job, token=job.lease_token, message="Worker lost too many times; gave up."
                 )
                 report.failed.append(job.pk)
             continue
@@ -559,4 +599,8 @@ def jobs_reconcile(*, pending_grace_seconds: int | None = None) -> ReconcileRepo
         Job.objects.filter(pk=job.pk, status=Job.Status.PENDING).update(updated_at=now)
         tasks.enqueue_run_job(job.pk)
         report.requeued.append(job.pk)
+    # Remote jobs due a poll, in case no scheduler process runs (minute resolution then).
+    from media_jobs import tracking
+
+    report.polled = tracking.jobs_enqueue_due()
     return report

@@ -21,3 +21,14 @@ def reconcile_jobs() -> dict:
 def enqueue_run_job(job_id: int) -> None:
     """Queue a job run; duplicates are harmless because the run claims the job first."""
     async_task("media_jobs.tasks.run_job", job_id, group="jobs")
+
+
+def cancel_remote(job_id: int) -> None:
+    """Ask the provider to stop a cancelled job's remote work."""
+    from media_jobs import tracking
+
+    tracking.job_cancel_remote(job_id=job_id)
+
+
+def enqueue_cancel_remote(job_id: int) -> None:
+    async_task("media_jobs.tasks.cancel_remote", job_id, group="jobs")

@@ -211,6 +211,49 @@ INTAKE_URL_CA_BUNDLE = os.getenv("INTAKE_URL_CA_BUNDLE", "")
 FFMPEG_BINARY = os.getenv("FFMPEG_BINARY", "")
 ENGINE_THREADS = envint("ENGINE_THREADS", 0)
 
+# Remote providers: each base URL comes from PROVIDER_<KIND>_BASE_URL, defaulting to the real
+# service; SANDBOX_PROVIDERS=1 mounts offline emulators at /sandbox/ and points providers there.
+SANDBOX_PROVIDERS = envbool("SANDBOX_PROVIDERS", "False")
+PROVIDER_DEFAULT_URLS = {
+    "auphonic": "https://auphonic.com/api/",
+    "auphonic_oauth": "https://auphonic.com/oauth2/",
+    "dolby": "https://api.dolby.com/",
+    "dolby_auth": "https://api.dolby.io/v1/auth/token",
+    "apyhub": "https://api.apyhub.com/",
+    "audioscrape": "https://www.audioscrape.com/api/",
+    "respeecher": "https://gateway.respeecher.com/",
+}
+SANDBOX_PATHS = {
+    "auphonic": "auphonic/api/",
+    "auphonic_oauth": "auphonic/oauth2/",
+    "dolby": "dolby/",
+    "dolby_auth": "dolby/v1/auth/token",
+    "apyhub": "apyhub/",
+    "audioscrape": "audioscrape/api/",
+    "respeecher": "respeecher/",
+}
+PROVIDER_BASE_URLS = {
+    kind: os.getenv(
+        f"PROVIDER_{kind.upper()}_BASE_URL",
+        f"{SITE_URL}/sandbox/{SANDBOX_PATHS[kind]}" if SANDBOX_PROVIDERS else default,
+    )
+    for kind, default in PROVIDER_DEFAULT_URLS.items()
+}
+# Dolby's token endpoint has its own variable name in the docs we follow.
+PROVIDER_BASE_URLS["dolby_auth"] = os.getenv(
+    "PROVIDER_DOLBY_AUTH_URL", PROVIDER_BASE_URLS["dolby_auth"]
+)
+# OAuth2 apps registered by the operator (the authorization-code flow needs them).
+AUPHONIC_CLIENT_ID = os.getenv("AUPHONIC_CLIENT_ID", "sandbox-client" if SANDBOX_PROVIDERS else "")
+AUPHONIC_CLIENT_SECRET = envsecret(
+    "AUPHONIC_CLIENT_SECRET", "sandbox-secret" if SANDBOX_PROVIDERS else ""
+)
+# Polling of remote jobs: seconds between polls, per poll number; the last repeats.
+PROVIDER_POLL_BACKOFF = [5, 10, 30, 60]
+PROVIDER_TRANSIENT_LIMIT = envint("PROVIDER_TRANSIENT_LIMIT", 8)
+# A presigned input URL must outlive the provider's queue.
+PROVIDER_INPUT_URL_SECONDS = envint("PROVIDER_INPUT_URL_SECONDS", 24 * 3600)
+
 # Email: console by default so invitations work offline.
 EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "mediahub@localhost")

@@ -87,3 +87,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def sandbox(live_server, settings, run_tasks_inline):
+    """The provider emulators on a live server, with every provider pointed at them."""
+    from media_jobs.sandbox.base import EMULATORS
+    from tests.remote import start_sandbox
+
+    box = start_sandbox(live_server.url, settings)
+    yield box
+    for emu in EMULATORS.values():
+        emu.reset()

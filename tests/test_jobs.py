@@ -166,7 +166,9 @@ def test_a_job_with_a_live_lease_is_not_claimed_twice(bob, acme, quiet_wav):
     # once the lease runs out (the worker died), it can be claimed again, with a new fence
     Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     claimed = services.job_claim(job_id=job.pk)
-    assert claimed is not None and claimed[1] == 2
+    assert claimed is not None and claimed[0].attempts == 2
+    # the first worker's lease token no longer fences anything: it can't finish the job
+    assert not services.job_succeed(job=job, token="stale-token", statistics={})
 
 
 def test_the_reconciler_resumes_a_job_whose_worker_vanished(bob, acme, quiet_wav, run_tasks_inline):
@@ -220,8 +222,8 @@ def test_a_running_job_notices_cancellation_at_its_next_heartbeat(bob, acme, qui
     )
     job = services.job_create(item=item, preset=Preset.objects.get(slug="podcast"), start=False)
     Job.objects.filter(pk=job.pk).update(stage="queued")
-    job, attempt = services.job_claim(job_id=job.pk)
-    beat = services.Heartbeat(job, attempt)
+    job, token = services.job_claim(job_id=job.pk)
+    beat = services.Heartbeat(job, token)
     assert beat.report(40, "encoding") is True
     beat.beat()
     job.refresh_from_db()

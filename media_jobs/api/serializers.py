@@ -219,3 +219,56 @@ class SimpleJobSerializer(serializers.Serializer):
     title = serializers.CharField(required=False, allow_blank=True, default="")
     description = serializers.CharField(required=False, allow_blank=True, default="")
     action = serializers.ChoiceField(choices=["start", "save"], default="start")
+
+
+class ProviderAccountSerializer(serializers.ModelSerializer):
+    """An account at a remote provider; its credentials go in and never come out."""
+
+    workspace = serializers.CharField(source="workspace.slug", read_only=True)
+    credentials = serializers.DictField(
+        child=serializers.CharField(allow_blank=True),
+        write_only=True,
+        help_text="The provider's credential fields (e.g. api_key; app_key and app_secret).",
+    )
+
+    class Meta:
+        from media_jobs.models import ProviderAccount
+
+        model = ProviderAccount
+        fields = [
+            "id",
+            "workspace",
+            "provider",
+            "label",
+            "auth_kind",
+            "identity",
+            "disabled",
+            "last_error",
+            "token_expires_at",
+            "created_at",
+            "credentials",
+        ]
+        read_only_fields = [
+            "identity",
+            "disabled",
+            "last_error",
+            "token_expires_at",
+            "created_at",
+        ]
+
+
+class ProviderAccountCreateSerializer(ProviderAccountSerializer):
+    workspace = serializers.CharField(
+        required=False, allow_blank=True, write_only=True, help_text="Workspace slug."
+    )
+    auth_kind = serializers.CharField(required=False, allow_blank=True)
+    test = serializers.BooleanField(
+        default=True, write_only=True, help_text="Check the credentials with the provider first."
+    )
+
+    class Meta(ProviderAccountSerializer.Meta):
+        fields = [*ProviderAccountSerializer.Meta.fields, "test"]
+        validators: list = []
+
+    def to_representation(self, instance):
+        return ProviderAccountSerializer(instance, context=self.context).data

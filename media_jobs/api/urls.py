@@ -19,6 +19,7 @@ router.register("datasets", views.DatasetViewSet, basename="dataset")
 router.register("items", views.ItemViewSet, basename="item")
 router.register("presets", views.PresetViewSet, basename="preset")
 router.register("jobs", views.JobViewSet, basename="job")
+router.register("provider-accounts", views.ProviderAccountViewSet, basename="provider-account")
 
 urlpatterns = [
     path("simple/jobs", views.SimpleJobView.as_view(), name="simple-jobs"),

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from accounts.access import require_role, resolve_workspace
 from accounts.roles import Role
-from media_jobs import selectors, services
+from media_jobs import connections, selectors, services
 from media_jobs.api.serializers import (
     DatasetCreateSerializer,
     DatasetSerializer,
@@ -26,10 +26,13 @@ from media_jobs.api.serializers import (
     JobSerializer,
     PresetCreateSerializer,
     PresetSerializer,
+    ProviderAccountCreateSerializer,
+    ProviderAccountSerializer,
     SimpleJobSerializer,
 )
 from media_jobs.downloads import presigned_url, storage_is_local
 from media_jobs.models import Dataset, MediaItem
+from media_jobs.providers.base import ProviderError
 from media_jobs.uploads import UploadTooLarge, limit_upload_size
 
 
@@ -366,3 +369,66 @@ class WhoAmIView(APIView):
                 ],
             }
         )
+
+
+class ProviderAccountViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Connect, test and disconnect the workspace's accounts at remote providers."""
+
+    serializer_class = ProviderAccountSerializer
+
+    def get_queryset(self):
+        return selectors.provider_accounts_for(self.request)
+
+    @extend_schema(
+        request=ProviderAccountCreateSerializer, responses={201: ProviderAccountSerializer}
+    )
+    def create(self, request):
+        form = ProviderAccountCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        fields = form.validated_data
+        ws = resolve_workspace(request, fields.get("workspace"))
+        require_role(request, ws.pk, Role.ADMIN)
+        try:
+            account = connections.account_create(
+                workspace=ws,
+                provider=fields["provider"],
+                credentials=fields["credentials"],
+                label=fields.get("label", ""),
+                auth_kind=fields.get("auth_kind", ""),
+            )
+        except connections.AccountError as exc:
+            raise ValidationError({"credentials": str(exc)}) from exc
+        if fields["test"]:
+            try:
+                connections.account_test(account=account)
+            except ProviderError as exc:
+                account.delete()
+                return Response(
+                    {"detail": f"The provider refused these credentials: {exc.message}"},
+                    status=status.HTTP_400_BAD_REQUEST,
+                )
+        return Response(ProviderAccountSerializer(account).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=ProviderAccountSerializer)
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        """Check the account with the provider; an account the provider refuses is disabled."""
+        account = get_object_or_404(self.get_queryset(), pk=pk)
+        require_role(request, account.workspace_id, Role.ADMIN)
+        try:
+            connections.account_test(account=account)
+        except ProviderError as exc:
+            account.refresh_from_db()
+            body = ProviderAccountSerializer(account).data
+            return Response({**body, "detail": exc.message}, status=status.HTTP_409_CONFLICT)
+        account.refresh_from_db()
+        return Response(ProviderAccountSerializer(account).data)
+
+    def perform_destroy(self, instance):
+        require_role(self.request, instance.workspace_id, Role.ADMIN)
+        connections.account_disconnect(account=instance)

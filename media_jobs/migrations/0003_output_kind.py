@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('media_jobs', '0002_seed_presets_and_schedule'),
+        ("media_jobs", "0002_seed_presets_and_schedule"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='joboutput',
-            name='kind',
-            field=models.CharField(choices=[('media', 'Media'), ('report', 'Report')], default='media', max_length=10),
+            model_name="joboutput",
+            name="kind",
+            field=models.CharField(
+                choices=[("media", "Media"), ("report", "Report")], default="media", max_length=10
+            ),
         ),
     ]

@@ -9,6 +9,11 @@ from media_jobs.providers.base import Provider, ProviderError
 
 PROVIDERS: dict[str, tuple[str, str]] = {
     "local": ("Built-in engine", "media_jobs.providers.local.LocalProvider"),
+    "auphonic": ("Auphonic", "media_jobs.providers.auphonic.AuphonicProvider"),
+    "dolby": ("Dolby.io Media", "media_jobs.providers.dolby.DolbyProvider"),
+    "apyhub": ("ApyHub", "media_jobs.providers.apyhub.ApyHubProvider"),
+    "audioscrape": ("Audioscrape", "media_jobs.providers.audioscrape.AudioscrapeProvider"),
+    "respeecher": ("Respeecher", "media_jobs.providers.respeecher.RespeecherProvider"),
 }
 
 __all__ = ["PROVIDERS", "Provider", "ProviderError", "get_provider", "provider_choices"]

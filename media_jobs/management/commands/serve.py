@@ -1,4 +1,4 @@
-"""Run the web server and a task worker together; Ctrl-C stops both."""
+"""Run the web server, a task worker and the poll scheduler together; Ctrl-C stops them all."""
 
 from __future__ import annotations
 
@@ -20,11 +20,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, port: str, host: str, **options):
         manage = [sys.executable, "manage.py"]
+        # Callback URLs (webhooks, OAuth2, the sandbox providers) must name the port we serve on.
+        os.environ.setdefault("SITE_URL", f"http://{host}:{port}")
         procs = [
             subprocess.Popen([*manage, "qcluster"]),
+            subprocess.Popen([*manage, "scheduler"]),
             subprocess.Popen([*manage, "runserver", f"{host}:{port}", "--noreload"]),
         ]
-        self.stdout.write(f"Portal on http://{host}:{port}/ with a worker. Ctrl-C stops both.")
+        self.stdout.write(f"Portal on http://{host}:{port}/ with a worker. Ctrl-C stops all.")
 
         def stop(*_):
             for p in procs:

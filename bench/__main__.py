@@ -1,0 +1,5 @@
+"""Run the engine benchmark (see bench.cli for the options)."""
+
+from bench.cli import main
+
+raise SystemExit(main())

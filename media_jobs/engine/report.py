@@ -1,0 +1,312 @@
+"""Detailed loudness statistics (Auphonic-style) from ebur128's per-100 ms frame log.
+
+ebur128 with framelog=info prints one line per 100 ms of audio:
+
+    [ebur128@r @ 0x...] [info] t: 12.3  TARGET:-23 LUFS  M: -21.4 S: -22.0  I: -23.1 LUFS ...
+
+`FrameStats` folds those lines into maxima and a momentary-loudness histogram in constant
+memory, so any pass that already runs `frame_filter(name)` (processing's analysis pass, for
+one) gets these statistics without another decode: feed it every stderr line, then call
+`build_report()` with that pass's Summary.
+
+Estimators (documented here because the numbers reach users):
+
+- max_momentary / max_shortterm: the largest M (400 ms window) and S (3 s window) ebur128
+  printed, to its 0.1 LU resolution. Frames whose window is not yet full, or holds digital
+  silence only, print -120.7 and are ignored.
+- noise_level: the 10th percentile of momentary loudness over every frame that has a value.
+  Speech pauses longer than the 400 ms window read the noise floor alone; as long as they
+  make up more than a tenth of the programme, the low tail of the distribution is that floor
+  (a percentile, not the minimum, so a lone click-free instant does not decide it).
+- snr: integrated loudness minus noise_level. The integrated value is gated (-70 LUFS absolute,
+  -10 LU relative), so it is the loudness of the programme's active parts, and the difference
+  is the signal-to-noise ratio in dB. Material with no pauses (music, wall-to-wall talk) has
+  no noise-only frames: the estimate then reads its quietest passages and the SNR is a lower
+  bound.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from .errors import EngineError
+from .ffmpeg import (
+    FFmpegFailed,
+    ProgressCallback,
+    Reporter,
+    describe,
+    engine_threads,
+    error_messages,
+    ffmpeg_binary,
+    file_url,
+)
+from .loudness import Loudness, parse_summaries
+from .probe import ProbeResult, probe
+
+# ebur128 prints this (10*log10(1e-12) - 0.691) for an empty window or digital silence.
+_NO_VALUE_LUFS = -120.0
+NOISE_PERCENTILE = 10.0
+# Histogram resolution: ebur128 prints tenths of an LU, so nothing finer exists.
+_BINS_PER_LU = 10
+# Report progress at most this often (fraction of the file): frames arrive every 100 ms of audio.
+_PROGRESS_STEP = 0.005
+# Non-frame stderr lines kept for the Summary and error messages.
+_TAIL_LINES = 1000
+_INSTANCE = "report"
+
+_FRAME_RE = re.compile(
+    r"^\[(?P<filter>[^\s\]]+) @ [^\]]*\](?: \[\w+\])? t:\s*(?P<t>[\d.]+)\s.*?"
+    r"\bM:\s*(?P<m>-?(?:inf|nan|[\d.]+))\s+S:\s*(?P<s>-?(?:inf|nan|[\d.]+))",
+    re.IGNORECASE,
+)
+
+
+def frame_filter(name: str) -> str:
+    """Return an ebur128 filter named name that logs every frame and measures true peaks."""
+    return f"ebur128@{name}=peak=true:framelog=info"
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    """One ebur128 frame log line: time and the momentary and short-term loudness then."""
+
+    t: float  # seconds of audio read
+    momentary: float | None  # LUFS; None while the 400 ms window fills or holds only zeros
+    shortterm: float | None  # LUFS; None while the 3 s window fills or holds only zeros
+
+
+def _lufs(text: str) -> float | None:
+    """Return a printed loudness, or None for ebur128's "no value" readings."""
+    value = float(text)
+    return value if math.isfinite(value) and value > _NO_VALUE_LUFS else None
+
+
+def parse_frame_line(line: str, instance: str | None = None) -> Frame | None:
+    """Return the frame a line logs, or None when it is no (or another instance's) frame line.
+
+    instance is the name of ebur128@name; None accepts any ebur128 instance.
+    """
+    match = _FRAME_RE.match(line)
+    if match is None:
+        return None
+    label = match.group("filter")
+    if instance is not None and label != f"ebur128@{instance}":
+        return None
+    if instance is None and "ebur128" not in label:
+        return None
+    return Frame(float(match.group("t")), _lufs(match.group("m")), _lufs(match.group("s")))
+
+
+class FrameStats:
+    """Accumulate one ebur128 instance's frame lines in constant memory."""
+
+    def __init__(self, instance: str | None = None) -> None:
+        self.instance = instance
+        self.frames = 0
+        self.seconds = 0.0  # audio read so far, per the last frame
+        self.max_momentary: float | None = None
+        self.max_shortterm: float | None = None
+        # Momentary loudness in tenths of an LU -> frame count: bounded by the meter's range,
+        # whatever the programme's length.
+        self._momentary: collections.Counter[int] = collections.Counter()
+
+    def feed(self, line: str) -> bool:
+        """Take one stderr line; return True if it was this instance's frame line."""
+        frame = parse_frame_line(line, self.instance)
+        if frame is None:
+            return False
+        self.add(frame)
+        return True
+
+    def add(self, frame: Frame) -> None:
+        """Count one frame."""
+        self.frames += 1
+        self.seconds = max(self.seconds, frame.t)
+        if frame.momentary is not None:
+            self._momentary[round(frame.momentary * _BINS_PER_LU)] += 1
+            if self.max_momentary is None or frame.momentary > self.max_momentary:
+                self.max_momentary = frame.momentary
+        if frame.shortterm is not None and (
+            self.max_shortterm is None or frame.shortterm > self.max_shortterm
+        ):
+            self.max_shortterm = frame.shortterm
+
+    def momentary_percentile(self, percent: float) -> float | None:
+        """Return the nearest-rank percentile of momentary loudness, None without values."""
+        total = sum(self._momentary.values())
+        if not total:
+            return None
+        rank = max(1, math.ceil(total * percent / 100))
+        seen = 0
+        for tenths in sorted(self._momentary):
+            seen += self._momentary[tenths]
+            if seen >= rank:
+                return tenths / _BINS_PER_LU
+        return max(self._momentary) / _BINS_PER_LU  # pragma: no cover - rank <= total
+
+    def noise_level(self) -> float | None:
+        """Return the estimated noise floor (LUFS): a low percentile of momentary loudness."""
+        return self.momentary_percentile(NOISE_PERCENTILE)
+
+
+def parse_frames(lines: Iterable[str], *, instance: str | None = None) -> FrameStats:
+    """Return the statistics of the frame lines in already-captured ffmpeg stderr."""
+    stats = FrameStats(instance)
+    for line in lines:
+        stats.feed(line)
+    return stats
+
+
+def build_report(
+    loudness: Loudness,
+    frames: FrameStats,
+    *,
+    duration: float | None = None,
+    channels: int | None = None,
+    sample_rate: int | None = None,
+) -> dict[str, Any]:
+    """Return the Auphonic-style statistics of one measured pass as a JSON-ready dict.
+
+    Values that do not exist (silence: nothing passed the gate, no peak) are None.
+    """
+    silent = loudness.is_silent
+    integrated = None if silent else _finite(loudness.integrated)
+    noise = frames.noise_level()
+    snr = integrated - noise if integrated is not None and noise is not None else None
+    return {
+        "integrated": _round(integrated),
+        "lra": None if silent else _round(_finite(loudness.lra)),
+        "true_peak": _round(_finite(loudness.true_peak)),
+        "max_momentary": _round(frames.max_momentary),
+        "max_shortterm": _round(frames.max_shortterm),
+        "noise_level": _round(noise),
+        "snr": _round(snr),
+        "duration": round(duration, 3) if duration is not None else round(frames.seconds, 3),
+        "channels": channels,
+        "sample_rate": sample_rate,
+    }
+
+
+def detailed_loudness(
+    path: str | os.PathLike[str],
+    *,
+    progress: ProgressCallback | None = None,
+    info: ProbeResult | None = None,
+) -> dict[str, Any]:
+    """Measure a file's first audio stream in one decode and return build_report()'s dict.
+
+    progress(fraction, "analysing") is called as ffmpeg reads (returning False cancels);
+    info (a probe of path) spares a probe.
+    """
+    reporter = Reporter(progress)
+    reporter(0.0, "analysing")
+    info = info or probe(path)
+    if not info.has_audio:
+        raise EngineError(f"File has no audio stream: {describe(path)}")
+    frames = FrameStats(_INSTANCE)
+    input_args = ["-vn", "-sn", "-dn"]
+    threads = engine_threads()
+    if threads:
+        input_args += ["-threads", str(threads)]
+    args = [
+        *input_args, "-i", file_url(path), "-map", "0:a:0",
+        "-af", frame_filter(_INSTANCE), "-f", "null", "-",
+    ]  # fmt: skip
+    seconds = info.duration
+    last = 0.0
+
+    def on_line(line: str) -> bool:
+        nonlocal last
+        if not frames.feed(line):
+            return False
+        if seconds > 0 and frames.seconds / seconds >= last + _PROGRESS_STEP:
+            last = frames.seconds / seconds
+            reporter(last, "analysing")
+        return True
+
+    lines = stream_ffmpeg(args, path, on_line)
+    loudness = parse_summaries(lines).get(_INSTANCE)
+    if loudness is None:
+        raise EngineError(f"Loudness could not be measured: no ebur128 summary ({describe(path)})")
+    reporter(1.0, "analysing")
+    return build_report(
+        loudness,
+        frames,
+        duration=info.duration or frames.seconds,
+        channels=info.channels,
+        sample_rate=info.sample_rate,
+    )
+
+
+def stream_ffmpeg(
+    args: Sequence[str],
+    path: str | os.PathLike[str],
+    on_line: Callable[[str], bool],
+) -> list[str]:
+    """Run ffmpeg, handing every stderr line to on_line as it arrives.
+
+    Returns the last lines on_line did not consume (it returns True for those it did), so a
+    long frame log never crowds out the Summary or the errors. An exception from on_line
+    (EngineCancelled included) kills ffmpeg and propagates; a failed run raises EngineError.
+    """
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info"]
+    cmd += list(args)
+    try:
+        # stdout is not read, so stderr can be read here without a thread: nothing can block.
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+    except OSError as exc:
+        raise EngineError(f"Could not start ffmpeg ({cmd[0]}): {exc.strerror or exc}") from exc
+    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    stderr = proc.stderr
+    if stderr is None:  # pragma: no cover - stderr=PIPE always gives one
+        raise EngineError("ffmpeg's output could not be read")
+    try:
+        for raw in stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if not on_line(line):
+                tail.append(line)
+        returncode = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        stderr.close()
+    lines = list(tail)
+    if returncode != 0:
+        raise ffmpeg_error(lines, path)
+    return lines
+
+
+def ffmpeg_error(lines: Sequence[str], path: str | os.PathLike[str]) -> EngineError:
+    """Return the user-facing error for a failed ffmpeg run on path (as run_checked words it)."""
+    # Messages reach users: show the file's name, not where the server keeps it.
+    full = os.path.abspath(os.fspath(path))
+    messages = [m.replace(full, describe(path)) for m in error_messages(lines)]
+    text = " ".join(messages)
+    if "matches no streams" in text:
+        return EngineError(f"File has no audio stream: {describe(path)}")
+    if "No such file" in text:
+        return EngineError(f"File not found: {describe(path)}")
+    if "Invalid data" in text or "Error opening input" in text:
+        return EngineError(f"File could not be decoded: {describe(path)}")
+    return FFmpegFailed(messages)
+
+
+def _finite(value: float | None) -> float | None:
+    """Return value, or None for -inf/nan (a peak of silence, a run without true peaks)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _round(value: float | None) -> float | None:
+    """Round to ebur128's printed resolution."""
+    return None if value is None else round(value, 1)

@@ -1,0 +1,3 @@
+"""Emulator of the apyhub API (being written)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Emulator of the audioscrape API (being written)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Emulator of the auphonic API (being written)."""
+
+urlpatterns: list = []

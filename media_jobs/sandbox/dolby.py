@@ -1,0 +1,3 @@
+"""Emulator of the dolby API (being written)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Emulator of the respeecher API (being written)."""
+
+urlpatterns: list = []
