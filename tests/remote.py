@@ -68,7 +68,8 @@ def drive(job: Job | int, *, timeout: float = 90, until=None) -> Job:
         if (until and until(current)) or (until is None and not current.is_active):
             return current
         if time.monotonic() > deadline:
-            raise AssertionError(f"job {pk} still {current.status}/{current.stage}: {current.error}")
+            state = f"{current.status}/{current.stage}: {current.error}"
+            raise AssertionError(f"job {pk} still {state}")
         if current.status == Job.Status.PENDING:
             from media_jobs import tasks
 
