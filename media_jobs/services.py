@@ -286,6 +286,29 @@ def effective_params(preset: Preset, overrides: dict[str, Any]) -> dict[str, Any
     return get_provider(preset.provider).validate_params(params)
 
 
+def account_for(*, workspace_id: int, provider: str, account=None):
+    """Return the provider account a job runs on: the one given, or the workspace's first usable."""
+    from media_jobs.models import ProviderAccount
+
+    if get_provider(provider).inline:
+        return None
+    if account is not None:
+        if account.workspace_id != workspace_id or account.provider != provider:
+            raise ValueError("That provider account belongs elsewhere.")
+    else:
+        account = (
+            ProviderAccount.objects.filter(workspace_id=workspace_id, provider=provider)
+            .order_by("disabled", "pk")
+            .first()
+        )
+    label = get_provider(provider).label
+    if account is None:
+        raise ValueError(f"Connect a {label} account to this workspace first.")
+    if account.disabled:
+        raise ValueError(f"The {label} account is disabled ({account.last_error}); reconnect it.")
+    return account
+
+
 def job_create(
     *,
     item: MediaItem,
@@ -293,11 +316,16 @@ def job_create(
     overrides: dict[str, Any] | None = None,
     user=None,
     start: bool = True,
+    account=None,
 ) -> Job:
     """Create a job for an item and enqueue it once the transaction commits."""
     overrides = overrides or {}
     params = effective_params(preset, overrides)
+    account = account_for(
+        workspace_id=item.dataset.workspace_id, provider=preset.provider, account=account
+    )
     job = Job.objects.create(
+        provider_account=account,
         workspace_id=item.dataset.workspace_id,
         item=item,
         preset=preset,

@@ -266,7 +266,7 @@ def create_job(request, item, preset_ref, fields):
                 start=fields.get("action", "start") == "start",
             )
     except ValueError as exc:
-        raise ValidationError({"overrides": str(exc)}) from exc
+        raise ValidationError({"detail": str(exc)}) from exc
 
 
 class SimpleJobView(APIView):
