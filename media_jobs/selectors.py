@@ -47,6 +47,8 @@ def largest_upload_limit(request) -> int:
 
 
 def provider_accounts_for(request) -> QuerySet[ProviderAccount]:
-    return ProviderAccount.objects.filter(
-        workspace_id__in=request_roles(request).keys()
-    ).select_related("workspace")
+    return (
+        ProviderAccount.objects.filter(workspace_id__in=request_roles(request).keys())
+        .select_related("workspace")
+        .order_by("provider", "pk")
+    )

@@ -278,11 +278,12 @@ def parse_value(key: str, value: Any, cast: type) -> Any:
 def effective_params(preset: Preset, overrides: dict[str, Any]) -> dict[str, Any]:
     """Return the preset's parameters with the job's overrides applied, validated."""
     params = copy.deepcopy(preset.params or {})
-    for section in ("algorithms", "metadata", "video"):
-        if overrides.get(section):
-            params.setdefault(section, {}).update(overrides[section])
-    if overrides.get("output_files"):
-        params["output_files"] = overrides["output_files"]
+    for key, value in overrides.items():
+        # Sections (algorithms, metadata, ...) merge key by key; anything else replaces.
+        if isinstance(value, dict) and isinstance(params.get(key), dict):
+            params[key].update(value)
+        elif value not in (None, "", [], {}):
+            params[key] = value
     return get_provider(preset.provider).validate_params(params)
 
 

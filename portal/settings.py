@@ -253,6 +253,8 @@ PROVIDER_POLL_BACKOFF = [5, 10, 30, 60]
 PROVIDER_TRANSIENT_LIMIT = envint("PROVIDER_TRANSIENT_LIMIT", 8)
 # A presigned input URL must outlive the provider's queue.
 PROVIDER_INPUT_URL_SECONDS = envint("PROVIDER_INPUT_URL_SECONDS", 24 * 3600)
+# ApyHub's URL-submit body is undocumented: the field that carries the video's URL.
+APYHUB_URL_FIELD = os.getenv("APYHUB_URL_FIELD", "url")
 
 # Email: console by default so invitations work offline.
 EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

@@ -196,7 +196,7 @@ def test_bob_uploads_and_watches_the_job_finish_live(
     expect(page.locator("#job-live")).not_to_contain_text("Cancel job")
 
     # The output row shows the measured loudness; the link downloads the MP3.
-    output = JobOutput.objects.get(job=job)
+    output = JobOutput.objects.get(job=job, kind="media")
     out_row = page.locator("#job-live tbody tr", has_text=output.filename)
     expect(out_row).to_contain_text(f"{output.statistics['integrated']:.1f}")
     # Before the click: clicking scrolls the link (and so the wide outputs table) into view.

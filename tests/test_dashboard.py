@@ -365,7 +365,7 @@ def test_bob_uploads_a_wav_and_the_podcast_job_succeeds(client, bob, tmp_path, r
     assert "Success" in body
     assert "hx-trigger" not in body  # finished: no more polling
     assert "Cancel job" not in body
-    output = JobOutput.objects.get(job=job)
+    output = JobOutput.objects.get(job=job, kind="media")
     measured = output.statistics["integrated"]
     assert -17.5 < measured < -14.5
     assert f"{measured:.1f}" in body
@@ -380,6 +380,12 @@ def test_bob_uploads_a_wav_and_the_podcast_job_succeeds(client, bob, tmp_path, r
     data = b"".join(download.streaming_content)
     assert len(data) == output.size
     assert data[:3] == b"ID3" or (data[0] == 0xFF and data[1] & 0xE0 == 0xE0)
+
+    # the waveform image the engine drew is on the page, and is a PNG
+    (image,) = re.findall(r'<img class="waveform" src="([^"]+)"', body)
+    drawn = client.get(image)
+    assert b"".join(drawn.streaming_content)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Max momentary loudness" in body and "Signal-to-noise ratio" in body
 
     item_page = text(client.get(url("item", pk=job.item_id)))
     assert "Interview with Ada" in item_page

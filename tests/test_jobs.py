@@ -80,7 +80,7 @@ def test_simple_job_applies_auphonic_named_overrides(bob, quiet_wav, run_tasks_i
     job = Job.objects.get(pk=r.json()["id"])
     assert job.status == "success", job.error
     assert job.params["algorithms"]["loudnesstarget"] == -20
-    measured = ebur128(Path(job.outputs.get().file.path))
+    measured = ebur128(Path(job.outputs.get(kind="media").file.path))
     assert measured["integrated"] == pytest.approx(-20.0, abs=0.5)
     assert measured["true_peak"] <= -2.0
 
@@ -103,7 +103,7 @@ def test_simple_job_with_action_save_waits_for_start(bob, quiet_wav, run_tasks_i
     assert r.status_code == 200
     job = Job.objects.get(pk=job_id)
     assert job.status == "success", job.error
-    out = job.outputs.get()
+    out = job.outputs.get(kind="media")
     assert out.format == "wav"
     assert ebur128(Path(out.file.path))["integrated"] == pytest.approx(-23.0, abs=0.5)
 
@@ -112,7 +112,7 @@ def test_extract_audio_takes_the_audio_track_of_a_video(bob, clip_mp4, run_tasks
     r = simple_job(bob, clip_mp4, preset="extract-audio")
     job = Job.objects.get(pk=r.json()["id"])
     assert job.status == "success", job.error
-    out = job.outputs.get()
+    out = job.outputs.get(kind="media")
     assert out.format == "mp3"
     from media_jobs import engine
 
@@ -150,9 +150,13 @@ def test_a_duplicate_delivery_runs_the_job_once(bob, acme, quiet_wav, media_root
     tasks.run_job(job.pk)
     job.refresh_from_db()
     assert job.status == "success" and job.attempts == 1
-    assert JobOutput.objects.filter(job=job).count() == 1
+    assert JobOutput.objects.filter(job=job, kind="media").count() == 1
+    # one set of outputs: the MP3 and its waveform image, nothing left from the first attempt
+    assert JobOutput.objects.filter(job=job).count() == 2
     outputs_dir = media_root / f"workspaces/{acme.pk}/jobs/{job.pk}"
-    assert [p.name for p in outputs_dir.iterdir()] == [job.outputs.get().filename]
+    assert sorted(p.name for p in outputs_dir.iterdir()) == sorted(
+        o.filename for o in job.outputs.all()
+    )
 
 
 def test_a_job_with_a_live_lease_is_not_claimed_twice(bob, acme, quiet_wav):
@@ -186,7 +190,7 @@ def test_the_reconciler_resumes_a_job_whose_worker_vanished(bob, acme, quiet_wav
     assert report.resumed == [job.pk]
     job.refresh_from_db()
     assert job.status == "success" and job.attempts == 2
-    assert job.outputs.count() == 1
+    assert job.outputs.filter(kind="media").count() == 1
 
 
 def test_the_reconciler_gives_up_after_too_many_lost_workers(bob, acme, quiet_wav, settings):

@@ -120,11 +120,23 @@ def test_parse_frames_keeps_to_its_instance() -> None:
     assert parse_frames(lines).frames == 5  # any instance
 
 
+def test_noise_level_counts_digital_silence_below_everything() -> None:
+    stats = FrameStats()
+    for index in range(4, 100):  # 9.6 s of full windows
+        silent = index < 9 or index >= 97  # 0.5 s lead-in, 0.3 s tail
+        stats.add(parse_frame_line(_line(index / 10, "-120.7" if silent else "-50.0", "-50.0")))
+    assert stats.silent_frames == 8
+    assert stats.noise_level() == -50.0  # 8 of 96 frames: the 10th percentile is sound
+    for index in range(100, 110):
+        stats.add(parse_frame_line(_line(index / 10, "-120.7", "-120.7")))
+    assert stats.noise_level() is None  # 18 of 106: the floor is digital silence
+
+
 def test_frame_stats_histogram_is_bounded() -> None:
     stats = FrameStats("r")
-    for index in range(200_000):  # 5.5 hours of frames
+    for index in range(36_000):  # an hour of frames
         stats.add(parse_frame_line(_line(index / 10, f"{-30 - index % 50 / 10:.1f}", "-30.0")))
-    assert stats.frames == 200_000
+    assert stats.frames == 36_000
     assert len(stats._momentary) == 50  # one bin per distinct 0.1 LU reading
     assert stats.noise_level() == pytest.approx(-34.5)
 
@@ -185,6 +197,27 @@ def test_noise_level_and_snr_of_speech_over_noise(noisy_speech) -> None:
     assert report["noise_level"] == pytest.approx(noise_lufs, abs=4)
     assert report["snr"] == pytest.approx(15, abs=4)
     assert report["snr"] == pytest.approx(report["integrated"] - report["noise_level"], abs=0.11)
+
+
+def test_noise_level_ignores_a_short_silent_lead_in(noisy_speech, media_dir) -> None:
+    path, _, noise_lufs = noisy_speech
+    padded = media_dir / "padded-speech.wav"
+    ffmpeg(
+        "-f", "lavfi", "-i", f"anullsrc=r={RATE}:cl=stereo:d=2", "-i", str(path),
+        "-filter_complex", "[0][1]concat=n=2:v=0:a=1", "-c:a", "pcm_f32le", str(padded),
+    )  # fmt: skip
+    report = detailed_loudness(padded)
+    assert report["noise_level"] == pytest.approx(noise_lufs, abs=4)
+    assert report["snr"] == pytest.approx(15, abs=4)
+
+
+def test_digitally_silent_pauses_have_no_noise_floor(media_dir) -> None:
+    # make_wav's speech pauses are exact zeros, as after a gate or an edit.
+    path = make_wav(media_dir / "clean-speech.wav", seconds=20, rate=RATE, level_db=-20)
+    report = detailed_loudness(path)
+    assert report["integrated"] == pytest.approx(-20, abs=0.2)
+    assert report["noise_level"] is None  # -inf
+    assert report["snr"] is None  # +inf
 
 
 def test_silence_reports_none(media_dir) -> None:
@@ -259,17 +292,23 @@ def test_peaks_of_stereo_keep_the_level(half_silent) -> None:
     assert max(high for _, high in data["peaks"]) == pytest.approx(0.5, abs=0.02)
 
 
-@pytest.mark.parametrize("duration", [None, 1.0, 100.0], ids=["probed", "short", "long"])
-def test_peaks_follow_the_sound_over_time(half_silent, duration) -> None:
-    # A wrong duration hint (a lying header) changes the path, not the picture.
+@pytest.mark.parametrize(
+    ("duration", "first_silent"),
+    [(None, 51), (1.0, 51), (100.0, 60)],
+    ids=["probed", "too-short", "too-long"],
+)
+def test_peaks_follow_the_sound_over_time(half_silent, duration, first_silent) -> None:
+    # A wrong duration hint (a lying header) costs resolution, never the picture's shape: a
+    # tenfold overestimate leaves 1 s buckets stretched over the width. Bucket 50 (5.0-5.1 s)
+    # holds the resampler's ring-out after the tone stops.
     data = waveform_peaks(half_silent, buckets=100, duration=duration)
     assert data["buckets"] == 100
     assert data["duration"] == pytest.approx(10.0, abs=0.01)
     peaks = data["peaks"]
     assert len(peaks) == 100
-    assert all(high == pytest.approx(0.5, abs=0.02) for _, high in peaks[1:48])
-    assert all(low == pytest.approx(-0.5, abs=0.02) for low, _ in peaks[1:48])
-    assert all(abs(low) < 1e-3 and abs(high) < 1e-3 for low, high in peaks[52:])
+    assert all(high == pytest.approx(0.5, abs=0.02) for _, high in peaks[1:50])
+    assert all(low == pytest.approx(-0.5, abs=0.02) for low, _ in peaks[1:50])
+    assert all(abs(low) < 1e-3 and abs(high) < 1e-3 for low, high in peaks[first_silent:])
 
 
 def test_peaks_are_streamed_in_chunks(half_silent) -> None:

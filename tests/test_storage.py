@@ -107,12 +107,16 @@ def test_a_job_reads_its_input_from_and_writes_outputs_to_storage(
     assert job["status"] == "success", job["error"]
     (out,) = job["outputs"]
     item = MediaItem.objects.get(pk=job["item"])
+    (waveform,) = job["reports"]
+    assert waveform["format"] == "png"
     assert backend() == sorted(
         [
             item.input_file.name,
             f"workspaces/{acme.pk}/jobs/{job['id']}/{out['filename']}",
+            f"workspaces/{acme.pk}/jobs/{job['id']}/{waveform['filename']}",
         ]
     )
+    assert fetch(bob, waveform["download_url"]).startswith(b"\x89PNG")
     data = fetch(bob, out["download_url"])
     assert len(data) == out["size"]
     mp3 = tmp_path / "out.mp3"
@@ -142,5 +146,5 @@ def test_s3_downloads_are_presigned_links(bob, acme, backend, talk_wav, run_task
     url = bob.api.get(f"/api/v1/jobs/{job.pk}").json()["outputs"][0]["download_url"]
     assert "X-Amz-Signature=" in url and backend.bucket in url
     assert requests.get(url.split("?")[0], timeout=30).status_code == 403  # unsigned is refused
-    r = bob.api.get(f"/api/v1/outputs/{job.outputs.get().pk}/download")
+    r = bob.api.get(f"/api/v1/outputs/{job.outputs.get(kind='media').pk}/download")
     assert r.status_code == 302 and "X-Amz-Signature=" in r["Location"]

@@ -158,10 +158,14 @@ def test_a_worker_killed_mid_job_is_resumed_and_finishes_once(
     job.refresh_from_db()
     assert job.status == "success", job.error
     assert job.attempts == 2
-    assert JobOutput.objects.filter(job=job).count() == 1
+    assert JobOutput.objects.filter(job=job, kind="media").count() == 1
+    # one set of outputs: the MP3 and its waveform image, nothing left from the first attempt
+    assert JobOutput.objects.filter(job=job).count() == 2
     out_dir = media_root / f"workspaces/{acme.pk}/jobs/{job.pk}"
-    assert [p.name for p in out_dir.iterdir()] == [job.outputs.get().filename]
-    measured = ebur128(Path(job.outputs.get().file.path))
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(
+        o.filename for o in job.outputs.all()
+    )
+    measured = ebur128(Path(job.outputs.get(kind="media").file.path))
     assert measured["integrated"] == pytest.approx(-16.0, abs=0.5)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from media_jobs.downloads import item_download_url, output_download_url
@@ -173,7 +174,8 @@ class JobSerializer(serializers.ModelSerializer):
     preset_id = serializers.IntegerField(read_only=True)
     workspace = serializers.CharField(source="workspace.slug", read_only=True)
     dataset = serializers.IntegerField(source="item.dataset_id", read_only=True)
-    outputs = OutputSerializer(many=True, read_only=True)
+    outputs = serializers.SerializerMethodField()
+    reports = serializers.SerializerMethodField()
 
     class Meta:
         model = Job
@@ -197,8 +199,21 @@ class JobSerializer(serializers.ModelSerializer):
             "finished_at",
             "statistics",
             "outputs",
+            "reports",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(OutputSerializer(many=True))
+    def get_outputs(self, job) -> list:
+        """Return the processed media files."""
+        media = [o for o in job.outputs.all() if o.kind == JobOutput.Kind.MEDIA]
+        return OutputSerializer(media, many=True, context=self.context).data
+
+    @extend_schema_field(OutputSerializer(many=True))
+    def get_reports(self, job) -> list:
+        """Return the analysis artifacts (the waveform image)."""
+        extra = [o for o in job.outputs.all() if o.kind == JobOutput.Kind.REPORT]
+        return OutputSerializer(extra, many=True, context=self.context).data
 
 
 class JobCreateSerializer(serializers.Serializer):

@@ -408,6 +408,11 @@ class ProviderAccountViewSet(
                 connections.account_test(account=account)
             except ProviderError as exc:
                 account.delete()
+                if not exc.permanent:
+                    return Response(
+                        {"detail": f"Could not check the credentials now: {exc.message}"},
+                        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                    )
                 return Response(
                     {"detail": f"The provider refused these credentials: {exc.message}"},
                     status=status.HTTP_400_BAD_REQUEST,

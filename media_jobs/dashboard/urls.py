@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from media_jobs.dashboard import views
+from media_jobs.dashboard import accounts, views
 
 app_name = "dashboard"
 
@@ -21,4 +21,12 @@ urlpatterns = [
     path("w/<slug:slug>/members/<int:pk>/remove/", views.member_remove, name="member-remove"),
     path("w/<slug:slug>/keys/", views.key_create, name="key-create"),
     path("w/<slug:slug>/keys/<int:pk>/revoke/", views.key_revoke, name="key-revoke"),
+    path("w/<slug:slug>/accounts/", accounts.accounts, name="accounts"),
+    path("w/<slug:slug>/accounts/add/<str:kind>/", accounts.account_add, name="account-add"),
+    path("w/<slug:slug>/accounts/<int:pk>/test/", accounts.account_test, name="account-test"),
+    path(
+        "w/<slug:slug>/accounts/<int:pk>/disconnect/",
+        accounts.account_disconnect,
+        name="account-disconnect",
+    ),
 ]

@@ -205,7 +205,7 @@ def output_rows(request: HttpRequest, job: Job) -> list[dict[str, Any]]:
     """Return a job's outputs with their download links and measured figures."""
     rows = []
     output: JobOutput
-    for output in job.outputs.all():
+    for output in job.outputs.filter(kind=JobOutput.Kind.MEDIA):
         stats = as_dict(output.statistics)
         rate = stats.get("sample_rate")
         rows.append(
@@ -221,6 +221,12 @@ def output_rows(request: HttpRequest, job: Job) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def waveform_url(request: HttpRequest, job: Job) -> str:
+    """Return the link of the job's waveform image, when the engine drew one."""
+    image = job.outputs.filter(kind=JobOutput.Kind.REPORT, format="png").first()
+    return output_download_url(request, image) if image else ""
 
 
 def with_durations(items: Iterable[MediaItem]) -> list[MediaItem]:
@@ -464,6 +470,7 @@ def job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         "loudness": loudness_rows(obj.statistics),
         "job_settings": job_setting_rows(obj.statistics),
         "outputs": output_rows(request, obj),
+        "waveform_url": waveform_url(request, obj),
         "warnings": [str(w) for w in as_list(as_dict(obj.statistics).get("warnings"))],
         "poll_url": request.path,
     }

@@ -97,7 +97,9 @@ DUCK_RELEASE_MS = 1500
 
 BACKGROUND_WORDS = ("music", "musik", "jingle", "bed", "background", "atmo", "ambience", "sfx")
 
-_ENTRY_KEYS = {"type", "id", "input_file", "service", "algorithms", "offset"}
+# `item` names one of the workspace's stored items (our way of pointing at a file; the job
+# service resolves it); Auphonic's `input_file`/`service` are kept for the remote provider.
+_ENTRY_KEYS = {"type", "id", "input_file", "service", "algorithms", "offset", "item"}
 _FLAG_ALGORITHMS = ("filtering", "denoise", "leveler", "gate", "crossgate")
 _TRACK_ALGORITHMS = {*_FLAG_ALGORITHMS, "hipfilter", "denoiseamount", "backforeground"}
 # Top-level algorithms that multitrack applies per track here; process() must not repeat them.
@@ -134,6 +136,16 @@ class Prepared:
     params: dict[str, Any]
     # "wav"/"flac" for every {"format": "tracks", "ending": "wav.zip"|"flac.zip"} output.
     track_formats: list[str]
+
+
+@dataclasses.dataclass
+class _Piece:
+    """One piece of an intro/main/outro join."""
+
+    kind: str  # "intro", "outro", or the main's label
+    id: str
+    input_args: list[str]
+    span: float  # seconds read from it
 
 
 @dataclasses.dataclass
@@ -224,6 +236,12 @@ def validate_multi_inputs(
         else:
             entry["algorithms"] = _track_algorithms(algorithms, f"{where}.algorithms", errors)
 
+        if item.get("item") is not None:
+            value = item["item"]
+            if isinstance(value, bool) or not str(value).isdigit():
+                errors[f"{where}.item"] = "must be the id of an item"
+            else:
+                entry["item"] = int(value)
         for key in ("input_file", "service"):
             if key in item:
                 if not isinstance(item[key], str):
@@ -252,7 +270,9 @@ def validate_multi_inputs(
     return result
 
 
-def _track_algorithms(section: dict[str, Any], where: str, errors: dict[str, str]) -> dict:
+def _track_algorithms(
+    section: dict[str, Any], where: str, errors: dict[str, str]
+) -> dict[str, Any]:
     """Return a track's algorithms normalised; only the keys it sets (the rest inherit)."""
     result: dict[str, Any] = {}
     for key in sorted(set(section) - _TRACK_ALGORITHMS):
@@ -342,9 +362,7 @@ def track_formats(params: dict[str, Any]) -> list[str]:
     return found
 
 
-def process_params(
-    params: dict[str, Any], *, multitrack: bool, joined: bool
-) -> dict[str, Any]:
+def process_params(params: dict[str, Any], *, multitrack: bool, joined: bool) -> dict[str, Any]:
     """Return params for process() on a prepared file, without what preparing consumed.
 
     Always: multi_input_files, is_multitrack and the "tracks" outputs. Multitrack: the
@@ -397,9 +415,7 @@ def prepare(
     flag_errors: dict[str, str] = {}
     raw_multitrack = params.get("is_multitrack")
     is_multitrack = (
-        None
-        if raw_multitrack is None
-        else _flag(raw_multitrack, "is_multitrack", flag_errors)
+        None if raw_multitrack is None else _flag(raw_multitrack, "is_multitrack", flag_errors)
     )
     if flag_errors:
         raise ParamsError(flag_errors)
@@ -430,7 +446,8 @@ def prepare(
             {"input_file": "a multitrack production takes its audio from its tracks only"}
         )
     if not multitrack and main is None:
-        raise ParamsError({"input_file": "an intro or outro needs a main input to join"})
+        message = "an intro or outro needs a main input to join" if joined else "no input given"
+        raise ParamsError({"input_file": message})
     if not specs:
         assert main is not None
         info = _probe(main, "the input")
@@ -447,12 +464,11 @@ def prepare(
             mix_share = 0.75 if joined else 1.0
             mixdown = workdir / ("mixdown.wav" if joined else "prepared.wav")
             created.append(mixdown)
-            mixed = _mixdown(
+            mixed, track_files = _mixdown(
                 track_specs, _top_algorithms(params), mixdown, workdir, keep_tracks,
                 reporter, (0.0, mix_share), created,
             )  # fmt: skip
             statistics.update(mixed)
-            track_files = [Path(t["file"]) for t in mixed["tracks"] if t.get("file")]
             main_path, result_path = mixdown, mixdown
         else:
             assert main is not None
@@ -576,18 +592,18 @@ def _join(
     if length is not None:
         main_span = min(main_span, length)
 
-    pieces: list[tuple[str, str, Path, ProbeResult, list[str], float]] = []
+    pieces: list[_Piece] = []
     if intro is not None:
-        info = _probe(intro.path, "the intro")
-        pieces.append(("intro", intro.id, intro.path, info, _input_args(intro.path), info.duration))
-    pieces.append((main_label, "", main, main_info, _input_args(main, start, length), main_span))
+        span = _probe(intro.path, "the intro").duration
+        pieces.append(_Piece("intro", intro.id, _input_args(intro.path), span))
+    pieces.append(_Piece(main_label, "", _input_args(main, start, length), main_span))
     if outro is not None:
-        info = _probe(outro.path, "the outro")
-        pieces.append(("outro", outro.id, outro.path, info, _input_args(outro.path), info.duration))
+        span = _probe(outro.path, "the outro").duration
+        pieces.append(_Piece("outro", outro.id, _input_args(outro.path), span))
 
     overlaps = {"intro": intro.offset if intro else 0.0, "outro": outro.offset if outro else 0.0}
     for kind, overlap in overlaps.items():
-        other = next(p[5] for p in pieces if p[0] == kind) if overlap else 0.0
+        other = next(p.span for p in pieces if p.kind == kind) if overlap else 0.0
         if overlap and overlap > min(other, main_span):
             raise ParamsError(
                 {f"{kind}.offset": f"an overlap of {overlap:g}s is longer than the {kind} "
@@ -597,11 +613,11 @@ def _join(
     convert = f"aformat=sample_fmts=dbl:sample_rates={rate}:channel_layouts={layout}"
     # Pass 1: measure every piece as it will be joined (rate, layout, trim).
     low, high = share
-    total = sum(p[5] for p in pieces)
+    total = sum(p.span for p in pieces)
     args: list[str] = []
     graph: list[str] = []
     for k, piece in enumerate(pieces):
-        args += piece[4]
+        args += piece.input_args
         graph.append(f"[{k}:a:0]{convert},ebur128@p{k}=peak=true:framelog=quiet[m{k}]")
     args += _graph_args(graph)
     for k in range(len(pieces)):
@@ -615,7 +631,7 @@ def _join(
     loudness = [measured.get(f"p{k}") for k in range(len(pieces))]
     if any(value is None for value in loudness):
         raise EngineError("The loudness of the intro, main or outro could not be measured.")
-    reference = loudness[[p[0] for p in pieces].index(main_label)]
+    reference = loudness[[p.kind for p in pieces].index(main_label)]
     assert reference is not None
 
     segments: list[dict[str, Any]] = []
@@ -623,39 +639,39 @@ def _join(
     for piece, value in zip(pieces, loudness, strict=True):
         assert value is not None
         gain = 0.0
-        if piece[0] != main_label and not value.is_silent and not reference.is_silent:
-            gain = max(-MAX_MATCH_GAIN, min(MAX_MATCH_GAIN, reference.integrated - value.integrated))
+        if piece.kind != main_label and not value.is_silent and not reference.is_silent:
+            gain = max(
+                -MAX_MATCH_GAIN, min(MAX_MATCH_GAIN, reference.integrated - value.integrated)
+            )
         gain = round(gain, 2)
         gains.append(gain)
         after = Loudness(value.integrated + gain, value.lra, value.true_peak + gain)
         segment: dict[str, Any] = {
-            "type": piece[0],
-            "duration": round(piece[5], 3),
+            "type": piece.kind,
+            "duration": round(piece.span, 3),
             "before": value.as_dict(),
             "gain": gain,
             "after": (after if not value.is_silent else value).as_dict(),
         }
-        if piece[1]:
-            segment["id"] = piece[1]
+        if piece.id:
+            segment["id"] = piece.id
         segments.append(segment)
 
     # Pass 2: gain, join, write the float intermediate.
     args, graph = [], []
     for k, piece in enumerate(pieces):
-        args += piece[4]
+        args += piece.input_args
         chain = [convert, "asetpts=N/SR/TB"]
         if gains[k]:
             chain.append(f"volume={gains[k]:.2f}dB:precision=double")
         graph.append(f"[{k}:a:0]{','.join(chain)}[s{k}]")
     current = "s0"
     for k in range(1, len(pieces)):
-        kind = pieces[k][0] if pieces[k][0] == "outro" else pieces[k - 1][0]
+        kind = pieces[k].kind if pieces[k].kind == "outro" else pieces[k - 1].kind
         overlap = overlaps.get(kind, 0.0)
-        if overlap:
-            # Equal-power curves: the overlapping stretch keeps its loudness.
-            join = f"acrossfade=d={overlap:.6f}:c1=qsin:c2=qsin"
-        else:
-            join = "concat=n=2:v=0:a=1"
+        # Equal-power curves for an overlap: the overlapping stretch keeps its loudness.
+        crossfade = f"acrossfade=d={overlap:.6f}:c1=qsin:c2=qsin"
+        join = crossfade if overlap else "concat=n=2:v=0:a=1"
         graph.append(f"[{current}][s{k}]{join}[j{k}]")
         current = f"j{k}"
     args += _graph_args(graph)
@@ -680,8 +696,8 @@ def _mixdown(
     reporter: Reporter,
     share: tuple[float, float],
     created: list[Path],
-) -> dict[str, Any]:
-    """Process every track and mix them into out; return the statistics."""
+) -> tuple[dict[str, Any], list[Path]]:
+    """Process every track and mix them into out; return the statistics and track files."""
     tracks = [_track(k, spec, defaults) for k, spec in enumerate(specs)]
     rate = max(t.info.sample_rate or 48000 for t in tracks)
     layout = "stereo" if any((t.info.channels or 2) > 1 for t in tracks) else "mono"
@@ -721,11 +737,12 @@ def _mixdown(
         track.after = measured.get(f"a{track.index}")
     mix = measured.get("mix")
 
-    return {
+    statistics = {
         "tracks": [_track_statistics(t) for t in tracks],
         "mixdown": mix.as_dict() if mix else None,
         "ducking": duck,
     }
+    return statistics, [t.output for t in tracks if t.output is not None]
 
 
 def _track(index: int, spec: InputSpec, defaults: dict[str, Any]) -> _Track:
@@ -770,7 +787,7 @@ def _analyse(tracks: list[_Track], workdir: Path, on_progress: Callable[[float],
         log = workdir / f"levels-{k}.txt"
         logs.append(log)
         window = max(1, round((track.info.sample_rate or 48000) * WINDOW_SECONDS))
-        branch = ["highpass=f=80"] if track.filtering else []
+        branch = [f"highpass=f={HIGHPASS_HZ}"] if track.filtering else []
         branch += [
             f"asetnsamples=n={window}:p=0",
             "astats=metadata=1:reset=1:measure_perchannel=none:measure_overall=RMS_level",
@@ -835,10 +852,10 @@ def _plan_levels(tracks: list[_Track]) -> None:
     # stands at speech level, under speech it is ducked).
     reference = sum(speech) / len(speech) if speech else None
     for track in tracks:
-        if track.leveler and reference is not None and track.before is not None:
-            if not track.before.is_silent:
-                gain = reference - track.before.integrated
-                track.gain = round(max(-MAX_LEVELER_GAIN, min(MAX_LEVELER_GAIN, gain)), 2)
+        before = track.before
+        if track.leveler and reference is not None and before and not before.is_silent:
+            gain = reference - before.integrated
+            track.gain = round(max(-MAX_LEVELER_GAIN, min(MAX_LEVELER_GAIN, gain)), 2)
         if not track.gate:
             continue
         if track.floor is None or track.active is None:
@@ -995,7 +1012,8 @@ def _crossgate_graph(
         graph.append(
             f"[e{k}]aformat=sample_fmts=dbl:channel_layouts=mono,asplit=2[e{k}a][e{k}b];"
             f"[e{k}a][e{k}b]amultiply,lowpass=f={ENVELOPE_HZ}:p=1,"
-            f"aresample={ENVELOPE_RATE}[v{k}]"
+            # amerge needs every input's layout fixed before it negotiates its own.
+            f"aresample={ENVELOPE_RATE},aformat=channel_layouts=mono[v{k}]"
         )
     margin = 10 ** (CROSSGATE_MARGIN_DB / 10)
     exprs = []
@@ -1043,8 +1061,6 @@ def _track_statistics(track: _Track) -> dict[str, Any]:
         stats["gate_threshold"] = round(track.gate_threshold, 1)
     if track.gate_skipped:
         stats["gate_skipped"] = track.gate_skipped
-    if track.output is not None:
-        stats["file"] = str(track.output)
     return stats
 
 

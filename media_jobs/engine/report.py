@@ -14,15 +14,19 @@ Estimators (documented here because the numbers reach users):
 - max_momentary / max_shortterm: the largest M (400 ms window) and S (3 s window) ebur128
   printed, to its 0.1 LU resolution. Frames whose window is not yet full, or holds digital
   silence only, print -120.7 and are ignored.
-- noise_level: the 10th percentile of momentary loudness over every frame that has a value.
-  Speech pauses longer than the 400 ms window read the noise floor alone; as long as they
+- noise_level: the 10th percentile of momentary loudness over the frames whose 400 ms window
+  is full. Speech pauses longer than that window read the noise floor alone; as long as they
   make up more than a tenth of the programme, the low tail of the distribution is that floor
-  (a percentile, not the minimum, so a lone click-free instant does not decide it).
+  (a percentile, not the minimum, so one quiet instant does not decide it). Digitally silent
+  frames count in the distribution at minus infinity: leading or trailing silence shorter
+  than a tenth of the programme leaves the estimate on the real noise, while pauses of pure
+  digital silence (a gated or edited recording) give a floor of -inf, reported as None.
+  Leaving them out instead would read the pauses' edges and call a clean recording noisy.
 - snr: integrated loudness minus noise_level. The integrated value is gated (-70 LUFS absolute,
   -10 LU relative), so it is the loudness of the programme's active parts, and the difference
-  is the signal-to-noise ratio in dB. Material with no pauses (music, wall-to-wall talk) has
-  no noise-only frames: the estimate then reads its quietest passages and the SNR is a lower
-  bound.
+  is the signal-to-noise ratio in dB (None, i.e. +inf, over a digitally silent floor).
+  Material with no pauses (music, wall-to-wall talk) has no noise-only frames: the estimate
+  then reads its quietest passages and the SNR is a lower bound.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ from .probe import ProbeResult, probe
 # ebur128 prints this (10*log10(1e-12) - 0.691) for an empty window or digital silence.
 _NO_VALUE_LUFS = -120.0
 NOISE_PERCENTILE = 10.0
+# ebur128 prints its first momentary value once 400 ms are read (t: 0.399979); frames from
+# then on that print no value hold digital silence. Half a frame of slack for the clock.
+_MOMENTARY_FULL = 0.35
 # Histogram resolution: ebur128 prints tenths of an LU, so nothing finer exists.
 _BINS_PER_LU = 10
 # Report progress at most this often (fraction of the file): frames arrive every 100 ms of audio.
@@ -113,6 +120,7 @@ class FrameStats:
         self.seconds = 0.0  # audio read so far, per the last frame
         self.max_momentary: float | None = None
         self.max_shortterm: float | None = None
+        self.silent_frames = 0  # full momentary window, digital silence only
         # Momentary loudness in tenths of an LU -> frame count: bounded by the meter's range,
         # whatever the programme's length.
         self._momentary: collections.Counter[int] = collections.Counter()
@@ -133,18 +141,26 @@ class FrameStats:
             self._momentary[round(frame.momentary * _BINS_PER_LU)] += 1
             if self.max_momentary is None or frame.momentary > self.max_momentary:
                 self.max_momentary = frame.momentary
+        elif frame.t >= _MOMENTARY_FULL:
+            self.silent_frames += 1
         if frame.shortterm is not None and (
             self.max_shortterm is None or frame.shortterm > self.max_shortterm
         ):
             self.max_shortterm = frame.shortterm
 
     def momentary_percentile(self, percent: float) -> float | None:
-        """Return the nearest-rank percentile of momentary loudness, None without values."""
-        total = sum(self._momentary.values())
+        """Return the nearest-rank percentile of momentary loudness (LUFS).
+
+        Digitally silent frames count as minus infinity; None when the percentile falls on
+        them or there are no frames with a full window.
+        """
+        total = self.silent_frames + sum(self._momentary.values())
         if not total:
             return None
         rank = max(1, math.ceil(total * percent / 100))
-        seen = 0
+        seen = self.silent_frames
+        if seen >= rank:
+            return None
         for tenths in sorted(self._momentary):
             seen += self._momentary[tenths]
             if seen >= rank:
@@ -152,7 +168,7 @@ class FrameStats:
         return max(self._momentary) / _BINS_PER_LU  # pragma: no cover - rank <= total
 
     def noise_level(self) -> float | None:
-        """Return the estimated noise floor (LUFS): a low percentile of momentary loudness."""
+        """Return the estimated noise floor (LUFS), None for digital silence or no frames."""
         return self.momentary_percentile(NOISE_PERCENTILE)
 
 
@@ -290,8 +306,9 @@ def stream_ffmpeg(
 def ffmpeg_error(lines: Sequence[str], path: str | os.PathLike[str]) -> EngineError:
     """Return the user-facing error for a failed ffmpeg run on path (as run_checked words it)."""
     # Messages reach users: show the file's name, not where the server keeps it.
-    full = os.path.abspath(os.fspath(path))
-    messages = [m.replace(full, describe(path)) for m in error_messages(lines)]
+    url, name = file_url(path), describe(path)
+    full = url.removeprefix("file:")
+    messages = [m.replace(url, name).replace(full, name) for m in error_messages(lines)]
     text = " ".join(messages)
     if "matches no streams" in text:
         return EngineError(f"File has no audio stream: {describe(path)}")

@@ -30,9 +30,15 @@ chapters       CTOC + CHAP with    chpl (Nero) + QuickTime chapter      CHAPTERn
 
 Matroska video (mkv) gets TITLE, ARTIST, ALBUM, PART_NUMBER, SUBTITLE, DESCRIPTION + COMMENT,
 GENRE, DATE_RELEASED, PUBLISHER, URL, COPYRIGHT, LICENSE and KEYWORDS tags, chapters with a
-URL chapter tag, and the cover as an attachment; WebM the same without the cover (WebM has no
-attachments). Other video containers get ffmpeg's generic tags (title, artist, album, track,
-comment, genre, date, publisher, copyright) and chapters as far as their muxer keeps them.
+URL chapter tag, and the cover as an attachment. WebM gets the same tags and chapters, but
+its muxer keeps neither chapter URLs nor attachments (so no cover). Other video containers
+get ffmpeg's generic tags (title, artist, album, track, comment, genre, date, publisher,
+copyright) and chapters as far as their muxer keeps them (AVI: no chapters, no publisher).
+
+Not written anywhere: chapter images (Chapter.image is parsed and kept; embedding a picture
+per chapter is left to a caller that fetched it). In MP4, chapter URLs have no place, and
+ffmpeg's QuickTime chapter track, which Apple's players read, starts the first chapter at
+0:00 even when the chpl list says later.
 """
 
 from __future__ import annotations
@@ -690,7 +696,7 @@ def _cut_utf8(text: str, limit: int) -> str:
 
 def _iso6709(location: dict[str, float]) -> str:
     """Return a location as ISO 6709 (what QuickTime's ©xyz holds)."""
-    return f"{location['latitude']:+09.6f}{location['longitude']:+010.6f}/"
+    return f"{location['latitude']:+010.6f}{location['longitude']:+011.6f}/"
 
 
 # ffmpeg remux (mp4 chapters, Matroska, other video)
@@ -855,8 +861,9 @@ def read_tags(path: Path, fmt: str) -> dict[str, Any]:
         with av.open(os.fspath(path)) as av_container:
             metadata = av_container.metadata
         keys = _GENERIC_KEYS if container == "other" else _MATROSKA_KEYS
-        # ffmpeg reads Matroska's TITLE and PART_NUMBER back as title and track.
-        aliases = {"title": ("title",), "track": ("track",)}
+        # ffmpeg reads Matroska's TITLE and PART_NUMBER back as title and track, and AVI
+        # keeps the album as IPRD, read back as product.
+        aliases = {"title": ("title",), "track": ("track",), "album": ("ALBUM", "product")}
         raw = _first_values(metadata.items(), {**keys, **aliases})
     result: dict[str, Any] = dict(raw)
     for key in ("track", "year"):
@@ -932,7 +939,8 @@ def read_chapters(path: Path, fmt: str) -> list[Chapter]:
     if container == "mp4":
         # chpl holds starts in 100 ns units and titles; no ends, no URLs.
         return [
-            Chapter(start=round(c.start * 1000) / 1000, title=c.title) for c in MP4(path).chapters
+            Chapter(start=round(c.start * 1000) / 1000, title=c.title)
+            for c in MP4(path).chapters or []
         ]
     return read_av_chapters(path)
 

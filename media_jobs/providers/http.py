@@ -102,6 +102,10 @@ class ProviderClient:
             return path
         return urljoin(self.base_url.rstrip("/") + "/", path.lstrip("/"))
 
+    def auth_headers(self) -> dict[str, str]:
+        """Return the headers that authenticate this client's requests (to name an account)."""
+        return self._headers()
+
     def request(
         self, method: str, path: str, *, auth: bool = True, **kwargs: Any
     ) -> requests.Response:
@@ -176,3 +180,39 @@ def oauth_error(exc: Exception, label: str) -> ProviderError:
     if isinstance(exc, requests.RequestException):
         return ProviderError(f"Could not reach {label} for a token: {exc.__class__.__name__}.")
     raise exc
+
+
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, Path]]):
+    """Return a streaming multipart/form-data body (requests' `files=` reads it into memory).
+
+    files maps a field name to (filename, local path); the encoder reads each file as it sends.
+    """
+    import mimetypes
+
+    from requests_toolbelt.multipart.encoder import MultipartEncoder
+
+    parts: dict[str, Any] = {name: str(value) for name, value in fields.items()}
+    for name, (filename, path) in files.items():
+        mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        parts[name] = (filename, path.open("rb"), mime)
+    return MultipartEncoder(fields=parts)
+
+
+def upload(
+    client: ProviderClient,
+    method: str,
+    path: str,
+    *,
+    fields: dict[str, str],
+    files: dict[str, tuple[str, Path]],
+    **kwargs: Any,
+) -> requests.Response:
+    """Send a multipart upload through the client, streamed from disk with a Content-Length."""
+    body = multipart(fields, files)
+    headers = {**kwargs.pop("headers", {}), "Content-Type": body.content_type}
+    try:
+        return client.request(method, path, data=body, headers=headers, **kwargs)
+    finally:
+        for value in body.fields.values():
+            if isinstance(value, tuple):
+                value[1].close()

@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from media_jobs import engine
+from media_jobs.engine import pipeline
 from media_jobs.models import Preset
 from media_jobs.services import ALGORITHM_FIELDS, effective_params, parse_value
 
@@ -81,7 +82,7 @@ class Command(BaseCommand):
         failed = 0
         for path in files:
             try:
-                result = engine.process(path, params, output_dir, basename=path.stem)
+                result = pipeline.run(path, params, output_dir, basename=path.stem)
             except engine.EngineError as exc:
                 failed += 1
                 self.stderr.write(f"{path}: {exc}")
@@ -117,4 +118,5 @@ def document(path: Path, result) -> dict[str, Any]:
             }
             for o in result.outputs
         ],
+        "reports": [str(o.path) for o in result.reports],
     }
