@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -31,7 +31,7 @@ class AccountError(ValueError):
 def account_client(account: ProviderAccount) -> ProviderClient:
     """Return the HTTP client for an account (headers computed, tokens renewed, per call)."""
     provider = get_provider(account.provider)
-    return ProviderClient(provider, headers=lambda: provider.auth_headers(account))
+    return ProviderClient(provider, headers=lambda: provider.auth_headers(account), account=account)
 
 
 def remote_provider(kind: str) -> Provider:
@@ -137,9 +137,7 @@ def save_token(account: ProviderAccount, token: dict[str, Any]) -> None:
     creds["access_token"] = token["access_token"]
     if token.get("refresh_token"):
         creds["refresh_token"] = token["refresh_token"]
-    expiry = (
-        timezone.datetime.fromtimestamp(float(expires_at), tz=timezone.UTC) if expires_at else None
-    )
+    expiry = datetime.fromtimestamp(float(expires_at), tz=UTC) if expires_at else None
     account.credentials, account.token_expires_at = creds, expiry
     ProviderAccount.objects.filter(pk=account.pk).update(credentials=creds, token_expires_at=expiry)
 

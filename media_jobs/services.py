@@ -399,6 +399,8 @@ def job_claim(*, job_id: int) -> tuple[Job, str] | None:
         ),
         lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
         lease_token=token,
+        # The worker decides the next poll when it lets go (a webhook meanwhile sets it to now).
+        next_poll_at=None,
         started_at=Coalesce(F("started_at"), now),
         progress_at=Coalesce(F("progress_at"), now),
         updated_at=now,

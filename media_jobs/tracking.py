@@ -8,7 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
 from media_jobs.connections import RECONNECT, account_client, account_disable
@@ -50,10 +51,12 @@ def stall_limit(job: Job) -> timedelta:
 def release(job: Job, token: str, *, delay: float, **fields) -> bool:
     """Hand the job back (no worker holds it) with its next poll due after `delay` seconds."""
     now = timezone.now()
+    due = now + timedelta(seconds=delay)
     return bool(
         Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_token=token).update(
             lease_expires_at=None,
-            next_poll_at=now + timedelta(seconds=delay),
+            # A webhook that came while we held the job set next_poll_at to now: keep it.
+            next_poll_at=Least(Coalesce(F("next_poll_at"), Value(due)), Value(due)),
             updated_at=now,
             **fields,
         )

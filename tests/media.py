@@ -332,10 +332,65 @@ def audio_format(path: Path) -> dict[str, Any]:
         stream = container.streams.audio[0]
         ctx = stream.codec_context
         return {
-            "codec": ctx.codec.name,
+            "codec": ctx.codec.canonical_name,
             "format": ctx.format.name if ctx.format else None,
             "rate": ctx.sample_rate,
             "channels": ctx.channels,
-            "bits": ctx.bits_per_coded_sample or ctx.bits_per_raw_sample,
+            # PyAV decodes 24-bit PCM into s32: the codec says what the file holds.
+            "bits": 24
+            if "24" in ctx.codec.name
+            else (ctx.format.bytes * 8 if ctx.format else None),
             "container": container.format.name,
         }
+
+
+def make_noisy(path: Path, clean: Path, snr_db: float, color: str = "pink") -> Path:
+    """Write clean plus noise whose power is exactly snr_db under the clean signal's."""
+    import numpy as np
+
+    noise = make_noise(path.with_suffix(".noise.wav"), probe_duration(clean), -30, color=color)
+    ref, hiss = read_pcm(clean), read_pcm(noise)
+    length = min(len(ref), len(hiss))
+    scale = math.sqrt(np.sum(ref[:length] ** 2) / np.sum(hiss[:length] ** 2) / 10 ** (snr_db / 10))
+    scaled = path.with_suffix(".scaled.wav")
+    ffmpeg("-i", str(noise), "-af", f"volume={scale:.9f}", "-c:a", "pcm_f32le", str(scaled))
+    mix(path, clean, scaled)
+    noise.unlink()
+    scaled.unlink()
+    return path
+
+
+# media_jobs.samples' speech-like noise with its hard phrase gate, or with that gate replaced by a
+# smooth swell (speech fading in and out of its phrases rather than switching).
+SPEECH_ENVELOPES = ("gate", "smooth")
+_SAMPLES_GATE = "gt(sin(2*PI*0.2*t)+0.8,0)"
+_SMOOTH_GATE = "pow(max(0,sin(2*PI*0.2*t)+0.8)/1.8,2)"
+
+
+def make_sample_speech(
+    path: Path,
+    seconds: float = 4,
+    channels: int = 1,
+    level_db: float = -30,
+    envelope: str = "gate",
+    rate: int = 44100,
+) -> Path:
+    """Write media_jobs.samples' speech-like noise scaled to level_db LUFS, as 16-bit PCM.
+
+    Noise-like "speech" is what lossy encoders code worst (they mask noise with noise, some
+    12 dB under the signal), so limited to a true peak it is the hardest case for the ceiling.
+    Louder than about -14 LUFS (mono) its peaks clip at full scale, as loud recordings do.
+    """
+    from media_jobs.samples import SPEECH_EXPR
+
+    if envelope not in SPEECH_ENVELOPES:
+        raise ValueError(envelope)
+    assert _SAMPLES_GATE in SPEECH_EXPR, "media_jobs.samples changed its phrase gate"
+    expr = SPEECH_EXPR if envelope == "gate" else SPEECH_EXPR.replace(_SAMPLES_GATE, _SMOOTH_GATE)
+    layout = "mono" if channels == 1 else "stereo"
+    raw = path.with_suffix(".raw.wav")
+    ffmpeg(
+        "-f", "lavfi", "-i", f"aevalsrc='{expr}':s={rate}:d={seconds}:c={layout}",
+        "-af", "highpass=f=120,lowpass=f=5000", "-c:a", "pcm_f32le", str(raw),
+    )  # fmt: skip
+    return _scaled(raw, path, level_db, "pcm_s16le")

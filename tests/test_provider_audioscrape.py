@@ -17,7 +17,6 @@ from media_jobs.connections import account_create
 from media_jobs.models import Job, MediaItem, Preset, ProviderAccount
 from media_jobs.providers import get_provider
 from media_jobs.providers.audioscrape import (
-    MultipartBody,
     normalize_transcript,
     remote_status,
     srt_time,
@@ -527,7 +526,7 @@ def test_the_emulator_keeps_items_to_their_owner(sandbox, tmp_path):
     assert other.status_code == 404
 
 
-# --- units: parameters, statuses, transcripts, multipart --------------------------------------
+# --- units: parameters, statuses, transcripts --------------------------------------------------
 
 
 def test_the_preset_needs_a_dataset_and_knows_its_parameters():
@@ -600,18 +599,3 @@ def test_it_finds_no_transcript_in_a_bare_item():
     assert only_text["segments"] == [] and transcript_text(only_text) == "Just words.\n"
     assert transcript_srt(only_text, 3725.5) == "1\n00:00:00,000 --> 01:02:05,500\nJust words.\n"
     assert srt_time(1.0) == "00:00:01,000"
-
-
-def test_the_multipart_body_streams_what_requests_would_send(tmp_path):
-    audio = tmp_path / "take one.wav"
-    audio.write_bytes(bytes(range(256)) * 4000)
-    with MultipartBody({"title": "Café"}, "audio", audio.name, audio) as body:
-        length = len(body)
-        sent = b"".join(iter(lambda: body.read(7000), b""))
-    assert len(sent) == length
-    boundary = body.boundary.encode()
-    assert sent.startswith(b"--" + boundary + b'\r\nContent-Disposition: form-data; name="title"')
-    assert "Café".encode() in sent
-    assert b'name="audio"; filename="take one.wav"\r\nContent-Type: audio/x-wav\r\n\r\n' in sent
-    assert audio.read_bytes() in sent
-    assert sent.endswith(b"\r\n--" + boundary + b"--\r\n")

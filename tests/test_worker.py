@@ -179,3 +179,124 @@ def test_the_cluster_runs_queued_jobs_through_the_configured_broker(acme, cluste
         f"the job to succeed via {'redis' if settings.REDIS_URL else 'orm'} broker",
         c.log,
     )
+
+
+class WebServer:
+    """`manage.py runserver` in its own process, serving the provider emulators."""
+
+    def __init__(self, media_root: Path, data_dir: Path, log: Path):
+        from tests.conftest import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "MEDIA_ROOT": str(media_root),
+            "DATA_DIR": str(data_dir),
+            "SANDBOX_PROVIDERS": "True",
+            "SITE_URL": self.url,
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def ready(self) -> bool:
+        import requests
+
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+
+
+def test_a_worker_killed_while_tracking_a_remote_job_is_resumed(acme, alice, tmp_path, media_root):
+    """The remote flow across real processes: web (emulators), a worker killed with -9, another."""
+    import requests
+    from django.db import transaction
+
+    from media_jobs import tracking
+    from media_jobs.connections import account_create
+
+    data_dir = tmp_path / "data"
+    web = WebServer(media_root, data_dir, tmp_path / "web.log")
+    clusters: list[Cluster] = []
+    try:
+        wait_for(web.ready, 60, "the web server", tmp_path / "web.log")
+        # Each emulated job stays in processing for a while, so the worker dies mid-tracking.
+        requests.post(
+            f"{web.url}/sandbox/apyhub/_control", json={"processing_delay": 6}, timeout=10
+        )
+
+        def start_cluster() -> Cluster:
+            c = Cluster(media_root, tmp_path / "qcluster.log")
+            c.env.update({k: v for k, v in web.env.items() if k != "DATABASE_URL"})
+            clusters.append(c.start())
+            return c
+
+        first = start_cluster()
+        account_create(workspace=acme, provider="apyhub", credentials={"api_key": "apy-e2e"})
+        preset = Preset.objects.create(
+            workspace=acme, slug="extract-remote", name="Extract remotely", provider="apyhub"
+        )
+        clip = samples.video_with_tone(tmp_path / "clip.mp4", seconds=5)
+        with transaction.atomic():
+            item = services.item_create_from_path(
+                dataset=acme.datasets.get(name="inbox"), path=clip, filename="clip.mp4"
+            )
+            job = services.job_create(item=item, preset=preset, user=alice.user)
+        wait_for(
+            lambda: Job.objects.filter(pk=job.pk, remote_state__submitted=True).exists(),
+            120,
+            "the remote job to be submitted",
+            first.log,
+        )
+        tracking.jobs_enqueue_due(now=timezone_now_plus(60))  # a poll is handed to the worker
+        first.kill9()
+
+        start_cluster()
+
+        def tick() -> bool:
+            services.jobs_reconcile()
+            tracking.jobs_enqueue_due(now=timezone_now_plus(60))
+            return Job.objects.filter(pk=job.pk, status__in=["success", "failed"]).exists()
+
+        wait_for(tick, 180, "the remote job to finish", tmp_path / "qcluster.log")
+        job.refresh_from_db()
+        assert job.status == "success", job.error
+        calls = requests.get(f"{web.url}/sandbox/apyhub/_requests", timeout=10).json()["requests"]
+        submits = [c for c in calls if c["method"] == "POST" and "/job/extract/" in c["path"]]
+        assert len(submits) == 1  # one remote job, though two workers handled it
+        (out,) = job.outputs.filter(kind="media")
+        facts = engine_probe(Path(out.file.path))
+        assert facts.has_audio and not facts.has_video
+        assert facts.duration == pytest.approx(5.0, abs=0.3)
+    finally:
+        for c in clusters:
+            c.stop()
+        web.stop()
+        wait_for_other_sessions_to_end()
+
+
+def timezone_now_plus(seconds: float):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    return timezone.now() + timedelta(seconds=seconds)
+
+
+def engine_probe(path: Path):
+    from media_jobs import engine
+
+    return engine.probe(path)

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .errors import EngineCancelled, EngineError
 
@@ -104,6 +104,11 @@ class Reporter:
         return report
 
 
+def spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start an ffmpeg process: every engine pass goes through here (tests count them)."""
+    return subprocess.Popen(cmd, **kwargs)
+
+
 def run_ffmpeg(
     args: Sequence[str],
     *,
@@ -124,7 +129,7 @@ def run_ffmpeg(
     if on_progress is not None:
         on_progress(0.0)  # also lets a cancel land before any work starts
     try:
-        proc = subprocess.Popen(
+        proc = spawn(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if watch else subprocess.DEVNULL,

@@ -13,17 +13,27 @@ turns dynamic). Instead:
    encoded result is verified without another pass over the file;
 3. correct: an output more than 0.3 LU off target, or with a true peak over the ceiling, is
    rendered again on its own with adjusted gain and limit (at most twice).
+
+The algorithms (algorithms.py: high-pass and hum notches, denoise, silence cutter, leveler)
+are the shared chain in front of the gain, so pass 1 measures what the render plays. Those
+that hang off the input's level (denoise's noise profile, the cutter's and leveler's
+thresholds) are set up by a survey pass (pass 0) that runs only when one of them is on.
+A mono_mixdown output is measured as its own downmix in pass 1 (a downmix of correlated
+stereo loses 3 LU, of uncorrelated 6); a video output muxes its processed audio branch next
+to the input's video stream, copied.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import algorithms as algo
 from .errors import EngineError, ParamsError
 from .ffmpeg import ProgressCallback, Reporter, engine_threads, file_url
 from .loudness import Loudness, parse_summaries, run_checked
@@ -35,10 +45,28 @@ CORRECTION_TOLERANCE = 0.3
 # Accept the final file within this (LU); beyond it the result carries a warning.
 FINAL_TOLERANCE = 0.5
 MAX_RENDERS = 3
-HIGHPASS_HZ = 80
+HIGHPASS_HZ = algo.HIGHPASS_HZ
 # The oversampled limiter holds true peaks to within 0.3 dB of its limit, but lossy encoders
 # (band limiting, pre-echo) raise them again: the limit sits this far (dB) below the ceiling.
-PEAK_MARGINS = {"mp3": 1.0, "aac": 1.0, "opus": 1.5, "flac": 0.4, "wav": 0.4}
+PEAK_MARGINS = {
+    "mp3": 1.0, "mp3-vbr": 1.0, "aac": 1.0, "opus": 1.5, "vorbis": 1.5, "flac": 0.4,
+    "alac": 0.4, "wav": 0.4, "wav-24bit": 0.4,
+}  # fmt: skip
+# A video output keeps the input's container and video stream; its audio codec is the one
+# that container carries best: format_name (PyAV) -> (muxer, extension, audio format).
+VIDEO_CONTAINERS: dict[str, tuple[str, str, str]] = {
+    "mp4": ("mp4", "mp4", "aac"),
+    "mov": ("mov", "mov", "aac"),
+    "m4v": ("mp4", "m4v", "aac"),
+    "matroska": ("matroska", "mkv", "aac"),
+    "webm": ("webm", "webm", "opus"),
+    "avi": ("avi", "avi", "mp3"),
+    "flv": ("flv", "flv", "aac"),
+    "mpegts": ("mpegts", "ts", "aac"),
+}
+MONO_DOWNMIX = "pan=mono|c0=0.5*c0+0.5*c1"
+# Share of the analysing span the survey pass takes when it runs (it does less than pass 1).
+SURVEY_SHARE = 0.4
 OVERSAMPLE_BELOW = 96000
 # Half swr's default: the round trip stays flat to 20 kHz at half the cost.
 OVERSAMPLE_FILTER_SIZE = 16
@@ -47,11 +75,39 @@ ANALYSE_SHARE = 0.25
 # Leave the limiter out when the gained input's true peak stays this far under its limit
 # (ebur128 prints tenths of a dB).
 LIMITER_GUARD = 0.2
-# On a true-peak miss, lower the limit by the overshoot plus this much (dB).
-PEAK_CORRECTION_EXTRA = 0.3
-# A lossy encoder's overshoot on dense, limited material wobbles by +-0.6 dB from one render
-# to the next; the last try aims this far (dB) under the ceiling.
-LOSSY_LAST_EXTRA = 0.7
+# A lossy encoder adds its coding noise to what the limiter held: on noise-like speech that
+# noise sits some 12 dB under the signal, so over the many peaks a limiter leaves at its limit
+# the encoded true peak lands 1-2.6 dB above it (against 0-0.6 dB on the same audio unlimited).
+# The excursion adds linearly (peak + noise), follows the programme's level, and from one
+# encode to the next (LAME's most) wobbles by up to 2x. A correction sizes the limit from the
+# largest excursion any take measured, times a growth factor: one take per factor, of which
+# the render keeps the best (the last render's, which must hold the ceiling, are larger).
+EXCURSION_GROWTHS = (1.15, 1.6)
+EXCURSION_GROWTHS_LAST = (1.3, 2.0)
+# ... and aims this far (dB) under the ceiling.
+CORRECTION_PEAK_AIM = 0.1
+# A correction searches limits down to LIMIT_FLOOR (dBTP) in LIMIT_STEP steps (dB), and takes
+# a predicted loudness within LOUDNESS_REACHED (LU) of the target as reaching it.
+LIMIT_FLOOR = -12.0
+LIMIT_STEP = 0.1
+LOUDNESS_REACHED = 0.05
+# The loudness a limiter takes away follows the depth D (dB by which the gained true peak
+# exceeds the limit) alone, as a * D**p: on speech-like noise p is 2-3 at 2-5 dB and nearer 2
+# beyond, a 0.035-0.05; sparse peaks lose less, dense noise bursts far more (p near 1). Every
+# limited take is measured before its encoder as well (free of the encoder's own loudness
+# offset, -0.4..+0.8 LU), and an output's first limited render also measures an unencoded
+# probe limiter LOSS_PROBE_DB deeper: two depths at least LOSS_SPREAD apart give a and p. With
+# one depth, a is fitted with the prior's p, weighed against the prior by how much ebur128's
+# 0.1 LU rounding blurs it (LOSS_ROUNDING / D**p).
+LOSS_PRIOR = (0.045, 2.0)
+LOSS_PRIOR_SPREAD = 0.03
+LOSS_ROUNDING = 0.07
+LOSS_SPREAD = 1.0
+LOSS_PROBE_DB = 3.0
+# A correction never limits deeper than this (dB): beyond it a limiter audibly crushes the
+# programme, and missing the loudness target (with a warning) is the better result.
+MAX_DEPTH = 10.0
+LOSS_POWERS = (1.1, 3.0)
 _CHUNK = 1024 * 1024
 
 
@@ -76,6 +132,16 @@ class ProcessResult:
 
 
 @dataclasses.dataclass
+class _Take:
+    """One encoding of an output: the gain and limit it was made with and what it measured."""
+
+    gain: float
+    limit: float | None  # the limiter's true-peak limit before the encoder; None: no limiter
+    path: Path
+    measured: Loudness | None = None  # the encoded file's loudness and true peak
+
+
+@dataclasses.dataclass
 class _Plan:
     """One output's encoding plan and the state of its render/verify loop."""
 
@@ -83,19 +149,55 @@ class _Plan:
     bitrate: int | None
     filename: str
     path: Path
-    temp: Path
+    temp: Path  # names the takes' working files
     rate: int | None
     resample: bool  # the encoder cannot carry the input's rate
     margin: float
     encoder_gain: float  # dB the encoder applies itself (LAME scales below 256 kbps)
-    gain: float = 0.0
-    limit: float | None = None  # limiter's true-peak limit before the encoder; None: no limiter
-    measured: Loudness | None = None
-    renders: int = 0
-    # (gain, limit, integrated loudness, true peak) of every render so far.
-    history: list[tuple[float, float | None, float, float]] = dataclasses.field(
-        default_factory=list
+    codec: Format  # the audio encoder: fmt itself, or for a video output the container's
+    muxer: str
+    mono: bool = False  # downmix a stereo programme to one channel
+    video: bool = False  # mux next to the input's video stream (copied)
+    # (gain, limit) of each take the next render encodes.
+    settings: list[tuple[float, float | None]] = dataclasses.field(
+        default_factory=lambda: [(0.0, None)]
     )
+    source: Loudness | None = None  # what pass 1 measured of this output's programme
+    renders: int = 0
+    history: list[_Take] = dataclasses.field(default_factory=list)  # every measured take
+    best: _Take | None = None  # the take closest to target and ceiling so far
+    pending: list[_Take] = dataclasses.field(default_factory=list)  # takes being encoded
+    # (depth, loudness lost) of every limiter measured before an encoder, for the loss model.
+    loss_points: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+
+    def note_loss(self, gain: float, limit: float, limited: Loudness) -> None:
+        """Record what a limiter at limit took away from the programme gained by gain."""
+        if self.source is not None and not limited.is_silent:
+            depth = max(0.0, self.source.true_peak + gain - limit)
+            self.loss_points.append((depth, self.source.integrated + gain - limited.integrated))
+
+    def start_render(self) -> list[_Take]:
+        """Return the takes of the next render, each with its own working file."""
+        first = len(self.history) + 1
+        self.pending = [
+            _Take(gain, limit, self.temp.with_name(f"{self.temp.stem}.{first + k}.part"))
+            for k, (gain, limit) in enumerate(self.settings)
+        ]
+        return self.pending
+
+    def keep(self, take: _Take, target: float | None, ceiling: float | None) -> None:
+        """Keep a measured take if it beats the best so far; delete the other's file."""
+        self.history.append(take)
+        loser: _Take | None = take
+        if self.best is None or _score(take, target, ceiling) < _score(self.best, target, ceiling):
+            loser, self.best = self.best, take
+        if loser is not None:
+            loser.path.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Delete every working file of this output."""
+        for take in [*self.pending, *([self.best] if self.best else [])]:
+            take.path.unlink(missing_ok=True)
 
 
 @dataclasses.dataclass
@@ -124,6 +226,20 @@ class _Source:
         """Return the input's filter chain followed by filters."""
         return ",".join([*self.pre_filters, *filters]) or "anull"
 
+    def stretch_args(self, start: float, duration: float) -> list[str]:
+        """Return input options reading only [start, start + duration) of the source."""
+        args = ["-vn", "-sn", "-dn", "-ss", f"{self.start + start:.6f}", "-t", f"{duration:.6f}"]
+        return [*args, "-i", file_url(self.path)]
+
+    def video_input_args(self) -> list[str]:
+        """Return input options for the input's video stream, trimmed like the audio."""
+        args = ["-an", "-sn", "-dn"]
+        if self.start:
+            args += ["-ss", f"{self.start:.6f}"]
+        if self.duration is not None:
+            args += ["-t", f"{self.duration:.6f}"]
+        return [*args, "-i", file_url(self.path)]
+
 
 def process(
     input_path: str | os.PathLike[str],
@@ -139,6 +255,11 @@ def process(
     "analysing", "encoding", "verifying"; returning False cancels (EngineCancelled).
     """
     options = validate_params(params)
+    tracks = [i for i, o in enumerate(options["output_files"]) if o["format"] == "tracks"]
+    if tracks:
+        raise ParamsError(
+            {f"output_files[{tracks[0]}]": "tracks outputs come from a multitrack production"}
+        )
     reporter = Reporter(progress)
     reporter(0.0, "analysing")
     info = probe(input_path)
@@ -153,22 +274,45 @@ def process(
     out.mkdir(parents=True, exist_ok=True)
     plans = _plans(options["output_files"], info, out, _safe_basename(basename), input_path)
     warnings: list[str] = []
+    applied: dict[str, Any] = {}
 
     input_loudness: Loudness | None = None
     outputs: list[OutputFile] = []
     try:
+        analyse_end = ANALYSE_SHARE if target is not None else ANALYSE_SHARE * SURVEY_SHARE
+        survey_end = analyse_end * SURVEY_SHARE if target is not None else analyse_end
+        surveyed = _prepare_algorithms(
+            source, info, algorithms, warnings, applied, reporter.span(0.0, survey_end, "analysing")
+        )
+        encode_from = survey_end if surveyed else 0.0
         if target is not None and ceiling is not None:
-            input_loudness = _analyse(source, reporter.span(0.0, ANALYSE_SHARE, "analysing"))
+            measured = _analyse(
+                source,
+                mono=any(p.mono for p in plans) and (info.channels or 1) > 1,
+                probe_hum=algorithms["filtering"] and not surveyed,
+                on_progress=reporter.span(encode_from, ANALYSE_SHARE, "analysing"),
+            )
+            encode_from = ANALYSE_SHARE
+            input_loudness = measured["input"]
+            if algorithms["filtering"] and not surveyed:
+                # Found by pass 1: notch from the render on (pass 1 measured the hum, which
+                # the verify step corrects for if it moved the loudness).
+                _add_notches(source, measured.get("hum"), info, applied)
             if input_loudness.is_silent:
                 warnings.append("The input is silent; loudness was not normalised.")
                 target = ceiling = None
             else:
-                _plan_gain(plans, input_loudness, target, ceiling)
+                _plan_gain(plans, measured, target, ceiling)
 
-        encode_from = ANALYSE_SHARE if input_loudness is not None else 0.0
         encoding = reporter.span(encode_from, 0.9, "encoding")
         # Without a pass 1 the input is measured alongside the render, for the report.
-        results = _render(source, plans, analyse_input=input_loudness is None, on_progress=encoding)
+        results = _render(
+            source,
+            plans,
+            analyse_input=input_loudness is None,
+            on_progress=encoding,
+            goal=(target, ceiling),
+        )
         input_loudness = input_loudness or results.get("input")
         for attempt in range(1, MAX_RENDERS):
             pending = [p for p in plans if _needs_correction(p, target, ceiling)]
@@ -177,9 +321,14 @@ def process(
             last = attempt == MAX_RENDERS - 1
             for plan in pending:
                 _correct(plan, target, ceiling, last=last)
+            pending = [plan for plan in pending if plan.settings]
+            if not pending:
+                break
             low = 0.9 + 0.035 * (attempt - 1)
             encoding = reporter.span(low, low + 0.035, "encoding")
-            _render(source, pending, analyse_input=False, on_progress=encoding)
+            _render(
+                source, pending, analyse_input=False, on_progress=encoding, goal=(target, ceiling)
+            )
 
         reporter(0.97, "verifying")
         warnings += _final_check(plans, target, ceiling)
@@ -189,7 +338,7 @@ def process(
     except BaseException:
         # Cancelled or failed: leave nothing behind, finished or not.
         for plan in plans:
-            plan.temp.unlink(missing_ok=True)
+            plan.discard()
         for output in outputs:
             output.path.unlink(missing_ok=True)
         raise
@@ -203,15 +352,24 @@ def process(
         channels=info.channels,
         bit_rate=info.bit_rate,
     )
+    if algorithms["silence_cutter"]:
+        audio = [o for o in outputs if o.format != "video"]
+        kept = audio[0].statistics["duration"] if audio else source.span
+        applied["silence_cut"] = round(max(0.0, source.span - kept), 3)
+    if algorithms["gate"] or algorithms["crossgate"]:
+        warnings.append("gate and crossgate act between the tracks of a multitrack production.")
+    chosen = plans[0].best
+    assert chosen is not None
     statistics: dict[str, Any] = {
         "input": input_stats,
         "output": outputs[0].statistics,
         # What the listener gets: the encoder's own scaling included.
-        "gain": round(plans[0].gain + plans[0].encoder_gain, 2) if target is not None else 0.0,
+        "gain": round(chosen.gain + plans[0].encoder_gain, 2) if target is not None else 0.0,
         "target": target,
         "max_peak": ceiling,
         "filtering": algorithms["filtering"],
-        "limiter": plans[0].limit is not None,
+        "algorithms": applied,
+        "limiter": chosen.limit is not None,
         "renders": max(plan.renders for plan in plans),
         "trim": {"start_time": source.start, "duration": round(source.span, 3)},
         "warnings": warnings,
@@ -239,8 +397,96 @@ def _source(path: str | os.PathLike[str], info: ProbeResult, options: dict[str, 
     pre = [working]
     if options["algorithms"]["filtering"]:
         # Filter before measuring, so the gain is computed on what will be rendered.
-        pre.append(f"highpass=f={HIGHPASS_HZ}")
+        pre.append(algo.highpass())
     return _Source(path, start, duration, span, pre)
+
+
+def _prepare_algorithms(
+    source: _Source,
+    info: ProbeResult,
+    algorithms: dict[str, Any],
+    warnings: list[str],
+    applied: dict[str, Any],
+    on_progress: Callable[[float], None],
+) -> bool:
+    """Survey the input if an algorithm needs it and extend the source's chain.
+
+    Returns whether the survey ran (and so, with filtering, looked for hum).
+    """
+    applied["filtering"] = algorithms["filtering"]
+    needs_level = algorithms["leveler"] or algorithms["silence_cutter"] or algorithms["denoise"]
+    lone_filtering = algorithms["filtering"] and not algorithms["normloudness"]
+    if not needs_level and not lone_filtering:
+        return False
+    args = ["-y", *source.input_args()]
+    found = algo.survey(
+        source.path,
+        args,
+        list(source.pre_filters),
+        probe_hum=algorithms["filtering"],
+        duration=source.span,
+        on_progress=on_progress,
+    )
+    if algorithms["filtering"]:
+        _add_notches(source, found.hum, info, applied)
+    level = None if algo.is_quiet(found.loudness) else found.loudness
+    if algorithms["denoise"]:
+        _add_denoiser(source, info, found, algorithms["denoiseamount"], warnings, applied)
+    if algorithms["silence_cutter"]:
+        if level is None:
+            warnings.append("The input is silent; no pauses were cut.")
+        else:
+            pause = float(algorithms["silence_threshold_s"])
+            source.pre_filters.append(algo.silence_cutter(level, pause))
+            applied["silence_threshold_s"] = pause
+    if algorithms["leveler"]:
+        source.pre_filters.append(algo.leveler(level))
+        applied["leveler"] = True
+    return True
+
+
+def _add_notches(
+    source: _Source, hum: int | None, info: ProbeResult, applied: dict[str, Any]
+) -> None:
+    """Put hum notches right after the high-pass when hum was found."""
+    applied["hum"] = hum
+    if hum:
+        at = 2 if len(source.pre_filters) > 1 else 1
+        source.pre_filters[at:at] = algo.hum_notches(hum, info.sample_rate)
+
+
+def _add_denoiser(
+    source: _Source,
+    info: ProbeResult,
+    found: algo.Survey,
+    amount: float | None,
+    warnings: list[str],
+    applied: dict[str, Any],
+) -> None:
+    """Learn the noise profile from the surveyed quiet stretch and add the denoiser."""
+    rate = info.sample_rate or 44100
+    profile = None
+    if found.noise_start is not None:
+        profile = algo.learn_noise(
+            source.path,
+            source.stretch_args,
+            list(source.pre_filters),
+            found.noise_start,
+            found.noise_duration,
+            rate,
+        )
+    if profile is None:
+        warnings.append(
+            "No pause quiet enough to learn the noise from was found; denoise was skipped."
+        )
+        applied["denoise"] = None
+        return
+    source.pre_filters += algo.denoiser(profile, amount, rate)
+    applied["denoise"] = {
+        **profile.as_dict(),
+        "reduction": amount or algo.DENOISE_AUTO_DB,
+        "learned_at": round(found.noise_start or 0.0, 2),
+    }
 
 
 def _plans(
@@ -256,9 +502,13 @@ def _plans(
     source = Path(input_path).resolve()
     for index, spec in enumerate(outputs):
         fmt = FORMATS[spec["format"]]
-        filename = spec["filename"] or f"{basename}{spec['suffix']}.{fmt.extension}"
-        if Path(filename).suffix.lower() != f".{fmt.extension}":
-            filename = f"{filename}.{fmt.extension}"
+        codec, muxer, extension = fmt, fmt.muxer, fmt.extension
+        if fmt.name == "video":
+            muxer, extension, codec_name = _video_container(info, input_path)
+            codec = FORMATS[codec_name]
+        filename = spec["filename"] or f"{basename}{spec['suffix']}.{extension}"
+        if Path(filename).suffix.lower() != f".{extension}":
+            filename = f"{filename}.{extension}"
         if filename in seen:
             raise ParamsError(
                 {
@@ -270,6 +520,7 @@ def _plans(
         path = out / filename
         if path.resolve() == source:
             raise ParamsError({f"output_files[{index}]": "file name would overwrite the input"})
+        rate = codec.output_rate(info.sample_rate)
         plans.append(
             _Plan(
                 fmt=fmt,
@@ -277,34 +528,90 @@ def _plans(
                 filename=filename,
                 path=path,
                 temp=out / f".{filename}.part",
-                rate=fmt.output_rate(info.sample_rate),
-                resample=fmt.output_rate(info.sample_rate) != info.sample_rate,
-                margin=PEAK_MARGINS[fmt.name],
-                encoder_gain=fmt.encoder_gain(spec["bitrate"]),
+                rate=rate,
+                resample=rate != info.sample_rate,
+                margin=PEAK_MARGINS[codec.name],
+                encoder_gain=codec.encoder_gain(spec["bitrate"]),
+                codec=codec,
+                muxer=muxer,
+                mono=bool(spec.get("mono_mixdown")) and (info.channels or 1) > 1,
+                video=fmt.name == "video",
             )
         )
     return plans
 
 
-def _analyse(source: _Source, on_progress: Callable[[float], None]) -> Loudness:
-    """Measure the filtered input: loudness for the gain, true peak for the limiter (pass 1)."""
-    graph = source.chain("ebur128@analyse=peak=true:framelog=quiet")
-    args = [*source.input_args(), "-map", "0:a:0", "-af", graph, "-f", "null", "-"]
+def _video_container(info: ProbeResult, input_path: str | os.PathLike[str]) -> tuple[str, str, str]:
+    """Return (muxer, extension, audio format) for a video output of this input."""
+    if not info.has_video:
+        raise EngineError(
+            f"The input has no video stream to put the processed audio back into "
+            f"({Path(input_path).name}); choose an audio format."
+        )
+    names = info.format_name.split(",")
+    suffix = Path(input_path).suffix.lower().lstrip(".")
+    if "mp4" in names or "mov" in names:
+        key = suffix if suffix in {"mov", "m4v"} else "mp4"
+    elif "matroska" in names or "webm" in names:
+        key = "webm" if suffix == "webm" else "matroska"
+    else:
+        key = next((name for name in names if name in VIDEO_CONTAINERS), "")
+    if key not in VIDEO_CONTAINERS:
+        raise EngineError(
+            f"A video output needs an MP4, MOV, MKV, WebM, AVI, FLV or MPEG-TS input, "
+            f"not {info.format_name} ({Path(input_path).name})."
+        )
+    return VIDEO_CONTAINERS[key]
+
+
+def _analyse(
+    source: _Source, *, mono: bool, probe_hum: bool, on_progress: Callable[[float], None]
+) -> dict[str, Any]:
+    """Measure the filtered input: loudness for the gain, true peak for the limiter (pass 1).
+
+    Returns "input" (the programme), "mono" (its downmix, when mono) and "hum" (when probed).
+    """
+    head, rest = source.pre_filters[:1], source.pre_filters[1:]
+    measure = "ebur128@analyse=peak=true:framelog=quiet"
+    graph: list[str] = []
+    if probe_hum:
+        # The probe taps the audio before the high-pass, which would bend its bands.
+        graph.append(f"[0:a:0]{','.join(head) or 'anull'},asplit=2[pre][probe]")
+        graph += algo.hum_probe("probe")
+        chain = f"[pre]{','.join(rest) or 'anull'}"
+    else:
+        chain = f"[0:a:0]{source.chain()}"
+    if mono:
+        graph.append(f"{chain},asplit=2[full][down]")
+        graph.append(f"[full]{measure}[out]")
+        graph.append(f"[down]{MONO_DOWNMIX},ebur128@mono=peak=true:framelog=quiet,anullsink")
+    else:
+        graph.append(f"{chain},{measure}[out]")
+    args = [*source.input_args(), "-filter_complex", ";".join(graph), "-map", "[out]"]
+    args += ["-f", "null", "-"]
     lines = run_checked(args, source.path, duration=source.span, on_progress=on_progress)
-    result = parse_summaries(lines).get("analyse")
-    if result is None:
+    results = parse_summaries(lines)
+    found: dict[str, Any] = {"input": results.get("analyse")}
+    if found["input"] is None:
         raise EngineError("Loudness of the input could not be measured.")
-    return result
+    if mono:
+        found["mono"] = results.get("mono") or found["input"]
+    if probe_hum:
+        found["hum"] = algo.detect_hum(lines)
+    return found
 
 
-def _plan_gain(plans: list[_Plan], measured: Loudness, target: float, ceiling: float) -> None:
+def _plan_gain(plans: list[_Plan], measured: dict[str, Any], target: float, ceiling: float) -> None:
     """Set each output's gain, and a limiter where the gained true peak would pass its limit."""
     for plan in plans:
+        loudness: Loudness = measured["mono"] if plan.mono else measured["input"]
+        plan.source = loudness
         # Gain and limit act before the encoder: pre-compensate what it will take off.
-        plan.gain = round(target - measured.integrated - plan.encoder_gain, 2)
-        limit = _limit_for(plan, ceiling)
-        if measured.true_peak + plan.gain > limit - LIMITER_GUARD:
-            plan.limit = limit
+        gain = round(target - loudness.integrated - plan.encoder_gain, 2)
+        limit: float | None = _limit_for(plan, ceiling)
+        if loudness.true_peak + gain <= limit - LIMITER_GUARD:
+            limit = None
+        plan.settings = [(gain, limit)]
 
 
 def _limit_for(plan: _Plan, ceiling: float) -> float:
@@ -318,61 +625,131 @@ def _render(
     *,
     analyse_input: bool,
     on_progress: Callable[[float], None],
+    goal: tuple[float | None, float | None],
 ) -> dict[str, Loudness]:
-    """Encode plans in one ffmpeg run and measure each encoded stream in the same run."""
-    count = len(plans)
-    if count == 1:
-        render = [f"[0:a:0]{source.chain(*_branch(plans[0]))}[o0]"]
+    """Encode every take of plans in one ffmpeg run and measure each in the same run."""
+    jobs = [(plan, take) for plan in plans for take in plan.start_render()]
+    count = len(jobs)
+    # A limited take is also measured before its encoder, so a correction can tell what the
+    # limiter cost from what the encoder did; the first limited take of an output also runs a
+    # probe limiter LOSS_PROBE_DB deeper, unencoded, so the cost is known at two depths.
+    limited = [k for k, (plan, take) in enumerate(jobs) if take.limit is not None and plan.source]
+    probes: list[tuple[_Plan, float, float]] = []
+    for k in limited:
+        plan, take = jobs[k]
+        if not plan.loss_points and all(plan is not other for other, _, _ in probes):
+            assert take.limit is not None
+            probes.append((plan, take.gain, take.limit - LOSS_PROBE_DB))
+    branches: list[tuple[list[str], str]] = []
+    for k, (plan, take) in enumerate(jobs):
+        filters = _branch(plan, take.gain, take.limit)
+        if k in limited:
+            branches.append(([*filters, "asplit=2"], f"[o{k}][p{k}]"))
+        else:
+            branches.append((filters, f"[o{k}]"))
+    for j, (plan, gain, limit) in enumerate(probes):
+        branches.append((_branch(plan, gain, limit), f"[q{j}]"))
+    if len(branches) == 1:
+        filters, labels = branches[0]
+        render = [f"[0:a:0]{source.chain(*filters)}{labels}"]
     else:
-        labels = "".join(f"[s{k}]" for k in range(count))
-        render = [f"[0:a:0]{source.chain(f'asplit={count}')}{labels}"]
-        render += [f"[s{k}]{','.join(_branch(p)) or 'anull'}[o{k}]" for k, p in enumerate(plans)]
+        split = "".join(f"[s{k}]" for k in range(len(branches)))
+        render = [f"[0:a:0]{source.chain(f'asplit={len(branches)}')}{split}"]
+        render += [
+            f"[s{k}]{','.join(f) or 'anull'}{labels}" for k, (f, labels) in enumerate(branches)
+        ]
 
     args = ["-y", *source.input_args()]
+    if any(plan.video for plan in plans):
+        args += source.video_input_args()  # input 1: only its video stream is read
     threads = engine_threads()
     if threads:
         args += ["-filter_threads", str(threads)]
     args += ["-filter_complex", ";".join(render)]
-    for k, plan in enumerate(plans):
-        args += ["-map", f"[o{k}]", *plan.fmt.encoder_args(plan.bitrate)]
+    for k, (plan, take) in enumerate(jobs):
+        if plan.video:
+            # Video first, as players expect; copied bit for bit.
+            args += ["-map", "1:v:0", "-c:v", "copy", "-map", f"[o{k}]"]
+            args += _video_audio_args(plan)
+        else:
+            args += ["-map", f"[o{k}]", *plan.fmt.encoder_args(plan.bitrate)]
         args += ["-map_metadata", "-1", "-map_chapters", "-1"]
         if threads:
             args += ["-threads", str(threads)]
-        args.append(file_url(plan.temp))
+        args.append(file_url(take.path))
+    # Raw PCM into the null muxer: only the loopback decoders below read these.
+    unencoded = [f"[p{k}]" for k in limited] + [f"[q{j}]" for j in range(len(probes))]
+    for label in unencoded:
+        args += ["-map", label, "-c:a", "pcm_f32le", "-f", "null", "-"]
 
     # Every ebur128 sits in ONE graph: each prints its summary in several log calls at
     # teardown, and graphs on different threads could interleave them.
     measure = []
     if analyse_input:
         measure.append(f"[0:a:0]{source.chain('ebur128@input=peak=true:framelog=quiet')}[min]")
-    for k in range(count):
-        args += ["-dec", f"{k}:0"]
+    for k, (plan, _) in enumerate(jobs):
+        args += ["-dec", f"{k}:{1 if plan.video else 0}"]
         measure.append(f"[dec:{k}]ebur128@out{k}=peak=true:framelog=quiet[m{k}]")
+    names = [f"pre{k}" for k in limited] + [f"probe{j}" for j in range(len(probes))]
+    for index, name in enumerate(names, start=count):
+        args += ["-dec", f"{index}:0"]
+        measure.append(f"[dec:{index}]ebur128@{name}=framelog=quiet[m{index}]")
     args += ["-filter_complex", ";".join(measure)]
     if analyse_input:
         args += ["-map", "[min]"]
-    for k in range(count):
+    for k in range(count + len(names)):
         args += ["-map", f"[m{k}]"]
     args += ["-f", "null", "-"]
 
     lines = run_checked(args, source.path, duration=source.span, on_progress=on_progress)
     results = parse_summaries(lines)
-    for k, plan in enumerate(plans):
-        plan.renders += 1
-        measured = results.get(f"out{k}")
-        if measured is None:
+    for k, (plan, take) in enumerate(jobs):
+        take.measured = results.get(f"out{k}")
+        if take.measured is None:
             raise EngineError(f"The encoded {plan.fmt.name} output could not be measured.")
-        plan.measured = measured
-        plan.history.append((plan.gain, plan.limit, measured.integrated, measured.true_peak))
+        before = results.get(f"pre{k}")
+        if before is not None and take.limit is not None:
+            plan.note_loss(take.gain, take.limit, before)
+    for j, (plan, gain, limit) in enumerate(probes):
+        probed = results.get(f"probe{j}")
+        if probed is not None:
+            plan.note_loss(gain, limit, probed)
+    for plan in plans:
+        plan.renders += 1
+        # A correction can land further off than the render before (a lossy encoder's peaks
+        # wobble from one encode to the next): the best take so far is the one kept.
+        for take in plan.pending:
+            plan.keep(take, *goal)
+        plan.pending = []
     return results
 
 
-def _branch(plan: _Plan) -> list[str]:
-    """Return one output's filters after the shared chain: gain, resample, limit."""
-    filters = []
-    if plan.gain:
-        filters.append(f"volume={plan.gain:.2f}dB:precision=double")
-    if plan.limit is not None and plan.rate:
+def _score(take: _Take, target: float | None, ceiling: float | None) -> tuple[float, ...]:
+    """Return a sort key: the ceiling kept first, then the smaller loudness miss."""
+    measured = take.measured
+    if target is None or ceiling is None or measured is None:
+        return (0.0,)
+    over = max(0.0, round(measured.true_peak - ceiling, 2))
+    return (over, round(abs(measured.integrated - target), 2))
+
+
+def _video_audio_args(plan: _Plan) -> list[str]:
+    """Return the audio encoder and muxer options of a video output."""
+    codec = plan.codec
+    args = [codec.codec_args[0], codec.codec_args[1]]  # -c:a <encoder>
+    if plan.bitrate:
+        args += ["-b:a", f"{plan.bitrate}k"]
+    if plan.muxer in {"mp4", "mov"}:
+        args += ["-movflags", "+faststart"]
+    return [*args, "-f", plan.muxer]
+
+
+def _branch(plan: _Plan, gain: float, limit: float | None) -> list[str]:
+    """Return one take's filters after the shared chain: downmix, gain, resample, limit."""
+    filters = [MONO_DOWNMIX] if plan.mono else []
+    if gain:
+        filters.append(f"volume={gain:.2f}dB:precision=double")
+    if limit is not None and plan.rate:
         # alimiter limits samples, and inter-sample peaks of dense or clipped material run up
         # to 4 dB over them; limiting at twice the rate makes the limit a true-peak limit to
         # within a few tenths of a dB (4x, as the BS.1770 meter oversamples, measured no
@@ -383,7 +760,7 @@ def _branch(plan: _Plan) -> list[str]:
             filters.append(f"aresample={up}:filter_size={OVERSAMPLE_FILTER_SIZE}")
         # level=0: alimiter would otherwise normalise its output up to full scale;
         # latency=1: compensate its lookahead so outputs stay aligned with the input.
-        linear = 10 ** (plan.limit / 20)
+        linear = 10 ** (limit / 20)
         filters.append(f"alimiter=limit={linear:.6f}:level=0:latency=1")
         if up or plan.resample:
             filters.append(f"aresample={plan.rate}:filter_size={OVERSAMPLE_FILTER_SIZE}")
@@ -393,62 +770,210 @@ def _branch(plan: _Plan) -> list[str]:
 
 
 def _needs_correction(plan: _Plan, target: float | None, ceiling: float | None) -> bool:
-    """Return True when an encoded output misses the loudness target or the peak ceiling."""
-    if target is None or ceiling is None or plan.measured is None:
+    """Return True when an output's best take misses the loudness target or the ceiling."""
+    if target is None or ceiling is None or plan.best is None or plan.best.measured is None:
         return False
-    off = abs(plan.measured.integrated - target) > CORRECTION_TOLERANCE
-    return off or plan.measured.true_peak > ceiling
+    measured = plan.best.measured
+    # ebur128 prints tenths: compare rounded, or 0.30000000000000004 counts as a miss.
+    off = round(abs(measured.integrated - target), 2) > CORRECTION_TOLERANCE
+    return off or measured.true_peak > ceiling
 
 
 def _correct(plan: _Plan, target: float, ceiling: float, *, last: bool) -> None:
-    """Adjust an output's gain and limit from what its encoded file measured."""
-    measured = plan.measured
-    assert measured is not None
-    step = _loudness_step(plan, target)
-    if plan.limit is None:
-        # Unlimited peaks rise with the gain: bring the limiter in if they would pass.
-        if measured.true_peak + step > ceiling - LIMITER_GUARD:
-            plan.limit = _limit_for(plan, ceiling)
-    elif plan.fmt.lossy and last:
-        # The encoder's own overshoot (up to 3 dB on dense noise) need not shrink with the
-        # limit and wobbles from render to render, but follows the level: the last try puts
-        # the ceiling first, sized by the worst peak-to-gain seen in any render.
-        worst = max(peak - gain for gain, _, _, peak in plan.history)
-        step = min(step, ceiling - LOSSY_LAST_EXTRA - worst - plan.gain)
-    elif measured.true_peak > ceiling:
-        plan.limit -= measured.true_peak - ceiling + PEAK_CORRECTION_EXTRA
-    plan.gain = round(plan.gain + step, 2)
+    """Set the takes of an output's next render from what its takes so far measured.
 
-
-def _loudness_step(plan: _Plan, target: float) -> float:
-    """Return the gain change (dB) that should bring an output onto the target.
-
-    Under heavy limiting 1 dB more gain buys well under 1 LU; once two renders with the same
-    limit show how much, the step is scaled by that slope (a secant step).
+    Each encoded true peak is taken apart into what reached the encoder (the gained peak, or
+    the limit when limited) and the encoder's excursion. For the largest excursion seen times
+    a growth factor, the take is the least limiting (gain, limit) whose predicted loudness
+    reaches the target and whose predicted true peak keeps under the ceiling, or the loudest
+    one that keeps under it when none reaches the target. A lossy encoder's excursion
+    wobbles, so a limited lossy output gets one take per factor in EXCURSION_GROWTHS: the
+    render keeps whichever lands best.
     """
-    assert plan.measured is not None
-    step = target - plan.measured.integrated
-    if len(plan.history) >= 2:
-        (gain_a, limit_a, loud_a, _), (gain_b, limit_b, loud_b, _) = plan.history[-2:]
-        if limit_a == limit_b and abs(gain_b - gain_a) >= 0.1:
-            slope = (loud_b - loud_a) / (gain_b - gain_a)
-            step /= min(1.0, max(0.25, slope))
-    return step
+    source, best = plan.source, plan.best
+    assert source is not None and best is not None
+    excursion = max(_excursion(source, take, target) for take in plan.history)
+    loss = _loss_model(plan)
+    growths = EXCURSION_GROWTHS_LAST if last else EXCURSION_GROWTHS
+    if not plan.codec.lossy:
+        growths = growths[:1]
+    # An encode is deterministic: a setting already tried would only repeat its result.
+    tried = {(take.gain, take.limit) for take in plan.history}
+    settings: list[tuple[float, float | None]] = []
+    for growth in growths:
+        setting = _choose(plan, target, ceiling, excursion * growth, loss)
+        if setting not in settings and setting not in tried:
+            settings.append(setting)
+        if setting[1] is None:
+            break  # unlimited, takes would differ only in their wobble
+    plan.settings = settings
+
+
+def _choose(
+    plan: _Plan, target: float, ceiling: float, excursion: float, loss: _Loss
+) -> tuple[float, float | None]:
+    """Return the (gain, limit) predicted to land nearest target with the peaks under ceiling.
+
+    excursion: the linear peak the encoder is expected to add at the target loudness.
+    """
+    source, best = plan.source, plan.best
+    assert source is not None and best is not None
+    aim = _linear(ceiling - CORRECTION_PEAK_AIM)
+    top = (
+        _limit_for(plan, ceiling)
+        if best.limit is None
+        else min(best.limit, _limit_for(plan, ceiling))
+    )
+    limits: list[float | None] = [None] if best.limit is None else []
+    steps = max(0, math.floor((top - LIMIT_FLOOR) / LIMIT_STEP))
+    limits += [round(top - LIMIT_STEP * k, 2) for k in range(steps + 1)]
+    chosen: tuple[float, float, float | None] | None = None  # (loudness, gain, limit)
+    fallback: tuple[float, float, float | None] | None = None
+    for limit in limits:
+        # The coding noise follows the programme's level: under a limit, the loudest the
+        # output can be with limit + noise under the ceiling.
+        cap = target
+        if limit is not None:
+            if aim <= _linear(limit):
+                continue
+            cap = (
+                min(target, target + _db((aim - _linear(limit)) / excursion))
+                if excursion
+                else target
+            )
+        gain = _solve_gain(plan, cap, limit, loss)
+        loudness = _predict(plan, gain, limit, loss)
+        peak = _linear(source.true_peak + gain)
+        if limit is not None:
+            peak = min(peak, _linear(limit))
+        if peak + excursion * _linear(loudness - target) > aim * 1.0001:
+            continue
+        candidate = (loudness, gain, limit)
+        if loudness >= target - LOUDNESS_REACHED:
+            chosen = candidate  # the least limiting that reaches the target
+            break
+        if fallback is None or loudness > fallback[0]:
+            fallback = candidate
+    pick = chosen or fallback
+    if pick is None:
+        # Not even the deepest limit keeps the excursion under the ceiling at any loudness
+        # the model trusts: limit as deep as allowed and let the verification tell.
+        return round(best.gain - 6.0, 2), LIMIT_FLOOR
+    _, gain, limit = pick
+    return round(gain, 2), None if limit is None else round(limit, 2)
+
+
+def _excursion(source: Loudness, take: _Take, target: float) -> float:
+    """Return the linear peak a take's encoder added, scaled to the target loudness."""
+    measured = take.measured
+    assert measured is not None
+    reached = source.true_peak + take.gain
+    if take.limit is not None:
+        reached = min(reached, take.limit)
+    added = max(0.0, _linear(measured.true_peak) - _linear(reached))
+    # The coding noise follows the programme's level.
+    return added * _linear(target - measured.integrated)
+
+
+def _linear(db: float) -> float:
+    """Return the amplitude ratio of a level in dB."""
+    return 10 ** (db / 20)
+
+
+def _db(ratio: float) -> float:
+    """Return an amplitude ratio in dB."""
+    return 20 * math.log10(ratio) if ratio > 0 else -math.inf
+
+
+def _depth(source: Loudness, gain: float, limit: float | None) -> float:
+    """Return how far (dB) the gained true peak goes over the limit (0: not limited)."""
+    return 0.0 if limit is None else max(0.0, source.true_peak + gain - limit)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Loss:
+    """The loudness a limiter takes away at a depth D: a * D**power."""
+
+    a: float
+    power: float
+
+    def at(self, depth: float) -> float:
+        """Return the loss (LU) at depth (dB)."""
+        return self.a * depth**self.power if depth > 0 else 0.0
+
+    def saturation(self) -> float:
+        """Return the depth past which a dB more gain buys under a tenth of a LU."""
+        if self.a <= 0:
+            return math.inf
+        return (0.9 / (self.a * self.power)) ** (1 / (self.power - 1))
+
+
+def _loss_model(plan: _Plan) -> _Loss:
+    """Return the limiter's loss model fitted to what the limiters measured so far."""
+    points = sorted((depth, loss) for depth, loss in plan.loss_points if depth > 0)
+    prior_a, prior_power = LOSS_PRIOR
+    if not points:
+        return _Loss(prior_a, prior_power)
+    deep_depth, deep_loss = points[-1]
+    shallow = [(d, loss) for d, loss in points if d <= deep_depth - LOSS_SPREAD and loss > 0.05]
+    if shallow and deep_loss > shallow[-1][1] + 0.05:
+        depth, loss = shallow[-1]
+        power = math.log(deep_loss / loss) / math.log(deep_depth / depth)
+        power = min(LOSS_POWERS[1], max(LOSS_POWERS[0], power))
+        return _Loss(deep_loss / deep_depth**power, power)
+    # One depth: fit a with the prior's power, weighed against the prior by its blur.
+    scale = deep_depth**prior_power
+    fitted = max(0.0, deep_loss) / scale
+    weight, prior_weight = (scale / LOSS_ROUNDING) ** 2, 1 / LOSS_PRIOR_SPREAD**2
+    return _Loss((fitted * weight + prior_a * prior_weight) / (weight + prior_weight), prior_power)
+
+
+def _predict(plan: _Plan, gain: float, limit: float | None, loss: _Loss) -> float:
+    """Return the loudness the loss model predicts for a take with gain and limit.
+
+    It starts from the best take's measured loudness, so only the change in limiting is
+    modelled (an encoder's own loudness offset carries over as measured).
+    """
+    source, best = plan.source, plan.best
+    assert source is not None and best is not None and best.measured is not None
+    before = loss.at(_depth(source, best.gain, best.limit))
+    after = loss.at(_depth(source, gain, limit))
+    return best.measured.integrated + gain - best.gain - (after - before)
+
+
+def _solve_gain(plan: _Plan, target: float, limit: float | None, loss: _Loss) -> float:
+    """Return the gain the loss model predicts brings the output onto target under limit."""
+    best, source = plan.best, plan.source
+    assert best is not None and source is not None
+    # Past the depth where a dB more gain buys only a tenth of a LU, the model is off its data
+    # and more gain mostly buys distortion: the search stops there, and at MAX_DEPTH.
+    low, high = best.gain - 30.0, best.gain + 20.0
+    if limit is not None:
+        high = min(high, limit - source.true_peak + min(MAX_DEPTH, loss.saturation()))
+    if _predict(plan, high, limit, loss) <= target:
+        return high
+    for _ in range(40):
+        middle = (low + high) / 2
+        if _predict(plan, middle, limit, loss) < target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
 
 
 def _final_check(plans: list[_Plan], target: float | None, ceiling: float | None) -> list[str]:
     """Raise if a true peak is still over the ceiling; return warnings for loudness misses."""
     warnings = []
     for plan in plans:
-        measured = plan.measured
-        if measured is None or target is None or ceiling is None:
+        if plan.best is None or plan.best.measured is None or target is None or ceiling is None:
             continue
+        measured = plan.best.measured
         if measured.true_peak > ceiling:
             raise EngineError(
                 f"The {plan.fmt.name} output's true peak ({measured.true_peak:.1f} dBTP) stays "
                 f"above the {ceiling:.1f} dBTP ceiling after {plan.renders} renders."
             )
-        if abs(measured.integrated - target) > FINAL_TOLERANCE:
+        if round(abs(measured.integrated - target), 2) > FINAL_TOLERANCE:
             warnings.append(
                 f"{plan.filename}: loudness {measured.integrated:.1f} LUFS misses the target "
                 f"{target:.1f} LUFS (limiting the peaks costs loudness)."
@@ -458,9 +983,10 @@ def _final_check(plans: list[_Plan], target: float | None, ceiling: float | None
 
 def _finish(plan: _Plan) -> OutputFile:
     """Move a verified output into place and describe it."""
-    os.replace(plan.temp, plan.path)
+    assert plan.best is not None
+    os.replace(plan.best.path, plan.path)
     facts = probe(plan.path)
-    measured = plan.measured
+    measured = plan.best.measured
     assert measured is not None
     statistics = measured.as_dict()
     statistics.update(

@@ -10,11 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import mimetypes
 import re
-import secrets
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -31,7 +29,7 @@ from media_jobs.providers.base import (
     RemoteStatus,
     RunResult,
 )
-from media_jobs.providers.http import TRANSIENT_STATUSES, error_text
+from media_jobs.providers.http import TRANSIENT_STATUSES, error_text, upload
 
 if TYPE_CHECKING:
     from media_jobs.models import ProviderAccount
@@ -195,10 +193,14 @@ class AudioscrapeProvider(Provider):
         if body is None:
             # Seed, "Multipart upload": the bytes travel in the `audio` form field. Plain-http
             # URLs (a local S3 stand-in) would be refused with 400, so those upload too.
-            with MultipartBody(fields, "audio", ctx.input_name, ctx.input_path) as multipart:
-                body = ctx.client.json(
-                    "POST", path, data=multipart, headers={"Content-Type": multipart.content_type}
-                )
+            response = upload(
+                ctx.client,
+                "POST",
+                path,
+                fields=fields,
+                files={"audio": (ctx.input_name, ctx.input_path)},
+            )
+            body = ctx.client.json_of(response)
             intake = "multipart"
         # Seed, "Response fields": {"success": true, "item_id": N, "message": "..."}.
         item_id = body.get("item_id") if isinstance(body, dict) else None
@@ -442,77 +444,3 @@ def transcript_srt(transcript: dict[str, Any], duration: float | None) -> str:
         text = f"{s['speaker']}: {s['text']}" if s["speaker"] else s["text"]
         cues.append(f"{len(cues) + 1}\n{srt_time(start)} --> {srt_time(end)}\n{text}\n")
     return "\n".join(cues)
-
-
-# --- streaming multipart ---------------------------------------------------------------------
-
-
-class MultipartBody:
-    """A multipart/form-data body read from disk as it is sent, with a known length.
-
-    requests' own `files=` builds the whole body in memory; this keeps memory flat for any size
-    and still sends a Content-Length (Audioscrape checks the size cap on it).
-    """
-
-    def __init__(self, fields: dict[str, str], file_field: str, filename: str, path: Path):
-        self.boundary = "mediahub-" + secrets.token_hex(16)
-        self.content_type = f"multipart/form-data; boundary={self.boundary}"
-        safe_name = re.sub(r'["\r\n\\]', "_", filename)
-        mime = mimetypes.guess_type(safe_name)[0] or "application/octet-stream"
-        head = b"".join(
-            self._part_header(f'name="{name}"') + value.encode("utf-8") + b"\r\n"
-            for name, value in fields.items()
-        )
-        head += self._part_header(f'name="{file_field}"; filename="{safe_name}"', mime)
-        tail = f"\r\n--{self.boundary}--\r\n".encode()
-        self._parts: list[bytes | Path] = [head, path, tail]
-        self._length = len(head) + path.stat().st_size + len(tail)
-        self._index = 0
-        self._file: IO[bytes] | None = None
-
-    def _part_header(self, disposition: str, content_type: str | None = None) -> bytes:
-        lines = [f"--{self.boundary}", f"Content-Disposition: form-data; {disposition}"]
-        if content_type:
-            lines.append(f"Content-Type: {content_type}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
-
-    def __enter__(self) -> MultipartBody:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __iter__(self):
-        # requests treats a body with __iter__ as a stream; urllib3 then prefers read().
-        while chunk := self.read(1024 * 1024):
-            yield chunk
-
-    def read(self, size: int = -1) -> bytes:
-        """Return up to size bytes of the body (all that is left for a negative size)."""
-        out = bytearray()
-        while self._index < len(self._parts) and (size < 0 or len(out) < size):
-            part = self._parts[self._index]
-            want = -1 if size < 0 else size - len(out)
-            if isinstance(part, bytes):
-                taken = part if want < 0 else part[:want]
-                out += taken
-                rest = part[len(taken) :]
-                if rest:
-                    self._parts[self._index] = rest
-                else:
-                    self._index += 1
-                continue
-            if self._file is None:
-                self._file = part.open("rb")
-            chunk = self._file.read(want)
-            out += chunk
-            if not chunk or want < 0:
-                self._file.close()
-                self._file = None
-                self._index += 1
-        return bytes(out)

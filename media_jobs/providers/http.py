@@ -26,6 +26,8 @@ TIMEOUT = (10, 120)
 CHUNK = 1024 * 1024
 # HTTP statuses that mean "try again later" for every provider (their own rules come on top).
 TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+# One file of a multipart upload: (filename, local path) or (filename, local path, content type).
+FileSpec = tuple[str, Path] | tuple[str, Path, str]
 
 
 def retry_after(response: requests.Response) -> float | None:
@@ -89,8 +91,10 @@ class ProviderClient:
         headers: Callable[[], dict[str, str]] | None = None,
         base_url: str | None = None,
         session: requests.Session | None = None,
+        account: Any = None,
     ):
         self.provider = provider
+        self.account = account  # the ProviderAccount whose credentials sign the requests
         self.base_url = base_url or provider.base_url()
         self._headers = headers or dict
         self.session = session or requests.Session()
@@ -134,7 +138,10 @@ class ProviderClient:
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request and return its JSON body (a non-JSON body is a transient error)."""
-        response = self.request(method, path, **kwargs)
+        return self.json_of(self.request(method, path, **kwargs))
+
+    def json_of(self, response: requests.Response) -> Any:
+        """Return the JSON body of an answer (a non-JSON body is a transient error)."""
         try:
             return response.json()
         except ValueError as exc:
@@ -161,6 +168,8 @@ def oauth_session(**kwargs: Any):
 
     session = OAuth2Session(**kwargs)
     session.headers["User-Agent"] = USER_AGENT
+    session.register_compliance_hook("access_token_response", raise_unless_oauth_answer)
+    session.register_compliance_hook("refresh_token_response", raise_unless_oauth_answer)
     session.default_timeout = TIMEOUT
     return session
 
@@ -182,20 +191,31 @@ def oauth_error(exc: Exception, label: str) -> ProviderError:
     raise exc
 
 
-def multipart(fields: dict[str, str], files: dict[str, tuple[str, Path]]):
+def multipart(fields: dict[str, str], files: dict[str, FileSpec]):
     """Return a streaming multipart/form-data body (requests' `files=` reads it into memory).
 
-    files maps a field name to (filename, local path); the encoder reads each file as it sends.
+    files maps a field name to (filename, local path), or (filename, local path, content type)
+    when the provider wants a given type rather than the one guessed from the filename; the
+    encoder reads each file as it sends.
     """
     import mimetypes
 
     from requests_toolbelt.multipart.encoder import MultipartEncoder
 
     parts: dict[str, Any] = {name: str(value) for name, value in fields.items()}
-    for name, (filename, path) in files.items():
-        mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        parts[name] = (filename, path.open("rb"), mime)
-    return MultipartEncoder(fields=parts)
+    opened = []
+    try:
+        for name, (filename, path, *content_type) in files.items():
+            # Servers read a backslash as a Windows folder and keep only what follows it.
+            filename = filename.replace("\\", "_")
+            mime = content_type[0] if content_type else mimetypes.guess_type(filename)[0]
+            opened.append(path.open("rb"))
+            parts[name] = (filename, opened[-1], mime or "application/octet-stream")
+        return MultipartEncoder(fields=parts)
+    except BaseException:
+        for handle in opened:
+            handle.close()
+        raise
 
 
 def upload(
@@ -204,7 +224,7 @@ def upload(
     path: str,
     *,
     fields: dict[str, str],
-    files: dict[str, tuple[str, Path]],
+    files: dict[str, FileSpec],
     **kwargs: Any,
 ) -> requests.Response:
     """Send a multipart upload through the client, streamed from disk with a Content-Length."""
@@ -216,3 +236,20 @@ def upload(
         for value in body.fields.values():
             if isinstance(value, tuple):
                 value[1].close()
+
+
+def raise_unless_oauth_answer(response: requests.Response) -> requests.Response:
+    """Raise HTTPError for token answers Authlib would misread (it trusts any JSON with "error").
+
+    A 429/5xx is an outage, not a refusal; an error body without OAuth's `error` field (Dolby's
+    problem shape) would otherwise be taken for a token.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code in TRANSIENT_STATUSES or (
+        response.status_code >= 400 and not (isinstance(body, dict) and "error" in body)
+    ):
+        response.raise_for_status()
+    return response

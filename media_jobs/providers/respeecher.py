@@ -11,15 +11,12 @@ Respeecher is a FastAPI service: errors are `{"detail": "..."}`, validation erro
 from __future__ import annotations
 
 import logging
-import mimetypes
 import re
-import secrets
 import subprocess
 import unicodedata
 import uuid
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -39,7 +36,7 @@ from media_jobs.providers.base import (
     RunResult,
     validate_declared,
 )
-from media_jobs.providers.http import TRANSIENT_STATUSES, error_text
+from media_jobs.providers.http import TRANSIENT_STATUSES, error_text, upload
 
 if TYPE_CHECKING:
     from media_jobs.models import ProviderAccount
@@ -342,10 +339,14 @@ class RespeecherProvider(Provider):
             "label": recording_label(ctx.params.get("label") or ctx.job.item.title, ctx.job.pk),
         }
         stem = Path(ctx.job.item.original_filename or ctx.input_name).stem or "original"
-        with StreamedForm(fields, "data", f"{stem}{path.suffix}", path) as form:
-            body = ctx.client.json(
-                "POST", "api/recordings", data=form, headers={"Content-Type": form.content_type}
-            )
+        response = upload(
+            ctx.client,
+            "POST",
+            "api/recordings",
+            fields=fields,
+            files={"data": (f"{stem}{path.suffix}", path)},
+        )
+        body = ctx.client.json_of(response)
         original_id = body.get("id") if isinstance(body, dict) else None
         if not original_id:
             raise ProviderError(
@@ -645,62 +646,3 @@ def upload_file(ctx: JobContext) -> Path:
             permanent=True,
         )
     return dest
-
-
-class StreamedForm:
-    """A multipart/form-data body read from disk as it is sent, with a Content-Length.
-
-    requests' own `files=` builds the whole body in memory; this keeps memory flat for any
-    size (DESIGN: no task holds a whole media file in memory).
-    """
-
-    def __init__(self, fields: dict[str, str], file_field: str, filename: str, path: Path):
-        boundary = "mediahub-" + secrets.token_hex(16)
-        self.content_type = f"multipart/form-data; boundary={boundary}"
-        safe = re.sub(r'["\r\n\\]', "_", filename)
-        mime = mimetypes.guess_type(safe)[0] or "application/octet-stream"
-        head = b"".join(
-            part_header(boundary, f'name="{name}"') + value.encode() + b"\r\n"
-            for name, value in fields.items()
-        )
-        head += part_header(boundary, f'name="{file_field}"; filename="{safe}"', mime)
-        tail = f"\r\n--{boundary}--\r\n".encode()
-        self._length = len(head) + path.stat().st_size + len(tail)
-        self._file: IO[bytes] = path.open("rb")
-        self._chunks = self._produce(head, tail)
-        self._buffer = b""
-
-    def _produce(self, head: bytes, tail: bytes) -> Iterator[bytes]:
-        yield head
-        while chunk := self._file.read(1024 * 1024):
-            yield chunk
-        yield tail
-
-    def __enter__(self) -> StreamedForm:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
-
-    def __len__(self) -> int:
-        return self._length
-
-    def read(self, size: int = -1) -> bytes:
-        """Return up to size bytes of the body (all that is left for a negative size)."""
-        while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer += chunk
-        if size < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:size], self._buffer[size:]
-        return out
-
-
-def part_header(boundary: str, disposition: str, content_type: str | None = None) -> bytes:
-    lines = [f"--{boundary}", f"Content-Disposition: form-data; {disposition}"]
-    if content_type:
-        lines.append(f"Content-Type: {content_type}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()

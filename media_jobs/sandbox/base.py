@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import shutil
 import threading
@@ -59,7 +60,8 @@ class Emulator:
 
     @property
     def root(self) -> Path:
-        return Path(settings.DATA_DIR) / "sandbox" / self.kind
+        # One folder per process: two test runs on one checkout must not delete each other's files.
+        return Path(settings.DATA_DIR) / "sandbox" / f"{self.kind}-{os.getpid()}"
 
     def job_dir(self, job_id: str) -> Path:
         path = self.root / job_id

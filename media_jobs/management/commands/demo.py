@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -30,7 +31,29 @@ class Command(BaseCommand):
         inbox = ws.datasets.get(name="inbox")
         if not inbox.items.exists():
             self.seed_items(inbox, user)
+        if settings.SANDBOX_PROVIDERS and not ws.provider_accounts.exists():
+            self.seed_remote(ws, inbox, user)
+            self.stdout.write("Sandbox providers: one account, preset and job on each.")
         self.stdout.write(f"Demo login: {DEMO_EMAIL} / {DEMO_PASSWORD} (workspace 'demo')")
+
+    def seed_remote(self, ws, inbox, user) -> None:
+        """Connect every remote provider's emulator and run one job on each."""
+        from media_jobs.connections import account_create
+        from media_jobs.providers import get_provider
+
+        speech = inbox.items.get(original_filename="interview.wav")
+        clip = inbox.items.get(original_filename="clip.mp4")
+        with transaction.atomic():
+            for kind, (name, credentials, params, item) in remote_demo(speech, clip).items():
+                account_create(workspace=ws, provider=kind, credentials=credentials)
+                preset = Preset.objects.create(
+                    workspace=ws,
+                    slug=f"{kind}-demo",
+                    name=name,
+                    provider=kind,
+                    params=get_provider(kind).validate_params(params),
+                )
+                services.job_create(item=item, preset=preset, user=user)
 
     def seed_items(self, inbox, user) -> None:
         podcast = Preset.objects.get(workspace=None, slug="podcast")
@@ -50,3 +73,29 @@ class Command(BaseCommand):
                     dataset=inbox, path=video, filename="clip.mp4", title="Sample clip", user=user
                 )
                 services.job_create(item=item, preset=podcast, user=user)
+
+
+def remote_demo(speech, clip) -> dict:
+    """Return, per remote provider: preset name, sandbox credentials, preset params, the item."""
+    key = {"api_key": "sandbox-demo-key"}
+    ava = "5a3e0b6c-1f2d-4c8e-9b7a-0d1e2f3a4b02"  # a voice of the Respeecher emulator's catalogue
+    return {
+        "auphonic": (
+            "Auphonic podcast",
+            key,
+            {
+                "algorithms": {"filtering": True, "leveler": True, "normloudness": True},
+                "output_files": [{"format": "mp3", "bitrate": 128}],
+            },
+            speech,
+        ),
+        "dolby": (
+            "Dolby enhance",
+            {"app_key": "sandbox-demo-app", "app_secret": "sandbox-demo-secret"},
+            {"operation": "enhance", "content_type": "podcast"},
+            speech,
+        ),
+        "apyhub": ("ApyHub extract audio", key, {"output_format": "mp3"}, clip),
+        "audioscrape": ("Audioscrape transcript", key, {"dataset_id": 1}, speech),
+        "respeecher": ("Respeecher voice", key, {"voices": [{"voice_id": ava}]}, speech),
+    }
