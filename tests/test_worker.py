@@ -97,20 +97,34 @@ def cluster(media_root, tmp_path):
 
 
 def wait_for_other_sessions_to_end(timeout: float = 15) -> None:
-    """Wait until PostgreSQL has reaped the killed workers' sessions, so the test DB can drop."""
+    """Wait until PostgreSQL has reaped the killed workers' sessions, so the test DB can drop.
+
+    Sessions still there after the wait (a process that was killed mid-query can leave its
+    backend behind for a while) are terminated and named on stderr, so the database can go.
+    """
     if connection.vendor != "postgresql":
         return
-    sql = (
-        "SELECT count(*) FROM pg_stat_activity "
+    others_sql = (
+        "SELECT pid, application_name, state, query FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    terminate_sql = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
 
-    def alone() -> bool:
+    def others() -> list[tuple]:
         with connection.cursor() as cursor:
-            cursor.execute(sql)
-            return cursor.fetchone()[0] == 0
+            cursor.execute(others_sql)
+            return cursor.fetchall()
 
-    wait_for(alone, timeout, "worker database sessions to end")
+    deadline = time.monotonic() + timeout
+    while (left := others()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        sys.stderr.write(f"terminating leftover database sessions: {left}\n")
+        with connection.cursor() as cursor:
+            cursor.execute(terminate_sql)
 
 
 @pytest.fixture(scope="session")

@@ -888,8 +888,10 @@ def orders(request: HttpRequest, emu: Emulator) -> JsonResponse:
             emu.jobs[order["id"]] = order
         created.append(order)
     ids = [o["id"] for o in created]
+    # Answer with the orders as created: the conversion thread starts changing them at once.
+    answer = [public(o) for o in created]
     in_background(lambda: convert_all(emu, ids), f"{KIND}-{ids[0]}")
-    return JsonResponse([public(o) for o in created], safe=False)
+    return JsonResponse(answer, safe=False)
 
 
 @sandbox_view(KIND)
@@ -920,8 +922,9 @@ def retry_order(request: HttpRequest, emu: Emulator, recording_id: str) -> JsonR
     if not failed:
         return detail(400, "There is no failed conversion to retry")
     ids = [o["id"] for o in failed]
+    answer = [public(o) for o in failed]
     in_background(lambda: convert_all(emu, ids), f"{KIND}-retry-{ids[0]}")
-    return JsonResponse([public(o) for o in failed], safe=False)
+    return JsonResponse(answer, safe=False)
 
 
 # --- the conversion itself -------------------------------------------------------------------
