@@ -1,7 +1,12 @@
 from django import forms
 from django.contrib import admin
+from django.db import models
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
+from media_jobs.dashboard.presets import PrettyJSONField, parameter_rows
 from media_jobs.models import Dataset, Job, JobOutput, MediaItem, Preset, ProviderAccount
+from media_jobs.providers import PROVIDERS
 
 
 @admin.register(Preset)
@@ -10,6 +15,56 @@ class PresetAdmin(admin.ModelAdmin):
     list_filter = ["provider", ("workspace", admin.EmptyFieldListFilter)]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
+    # Saving runs Preset.clean, which checks params with the provider's validate_params.
+    fields = ["workspace", "name", "slug", "description", "provider", "params", "accepts"]
+    readonly_fields = ["accepts"]
+    formfield_overrides = {
+        models.JSONField: {
+            "form_class": PrettyJSONField,
+            "widget": forms.Textarea(attrs={"rows": 14, "cols": 90, "class": "vLargeTextField"}),
+        }
+    }
+
+    @admin.display(description="Parameters the provider accepts")
+    def accepts(self, obj: Preset) -> SafeString:
+        """Render the declared parameters of the preset's provider (of each, for a new one)."""
+        if obj.pk and obj.provider in PROVIDERS:
+            return self.parameters_table(obj.provider)
+        return format_html_join(
+            "",
+            "<h4>{} <code>{}</code></h4>{}",
+            ((label, kind, self.parameters_table(kind)) for kind, (label, _) in PROVIDERS.items()),
+        )
+
+    @staticmethod
+    def parameters_table(kind: str) -> SafeString:
+        """Return a provider's declared parameters as an HTML table."""
+        rows = parameter_rows(kind)
+        if not rows:
+            return format_html("<p>{}</p>", "No declared parameters.")
+        body = format_html_join(
+            "",
+            "<tr><td><code>{}</code>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td>"
+            "<td>{}</td><td><strong>{}</strong> {}</td></tr>",
+            (
+                (
+                    r["name"],
+                    " (required)" if r["required"] else "",
+                    r["type"],
+                    r["default"],
+                    r["range"],
+                    r["choices"],
+                    r["label"],
+                    r["help"],
+                )
+                for r in rows
+            ),
+        )
+        return format_html(
+            '<table class="preset-parameters"><thead><tr><th>Name</th><th>Type</th><th>Default</th>'
+            "<th>Range</th><th>Choices</th><th>Help</th></tr></thead><tbody>{}</tbody></table>",
+            body,
+        )
 
 
 @admin.register(Dataset)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from media_jobs.dashboard import accounts, views
+from media_jobs.dashboard import accounts, presets, views
 
 app_name = "dashboard"
 
@@ -29,4 +29,8 @@ urlpatterns = [
         accounts.account_disconnect,
         name="account-disconnect",
     ),
+    path("w/<slug:slug>/presets/", presets.presets, name="presets"),
+    path("w/<slug:slug>/presets/new/", presets.preset_new, name="preset-new"),
+    path("w/<slug:slug>/presets/<int:pk>/edit/", presets.preset_edit, name="preset-edit"),
+    path("w/<slug:slug>/presets/<int:pk>/delete/", presets.preset_delete, name="preset-delete"),
 ]

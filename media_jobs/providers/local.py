@@ -7,9 +7,17 @@ from typing import Any
 
 from media_jobs import engine
 from media_jobs.engine import multitrack, pipeline
+from media_jobs.engine.params import (
+    DEFAULT_TARGET,
+    DENOISE_MAX,
+    MAXPEAK_MIN,
+    TARGET_MAX,
+    TARGET_MIN,
+)
 from media_jobs.providers.base import (
     JobCancelled,
     Output,
+    Param,
     ProgressFn,
     Provider,
     ProviderError,
@@ -25,6 +33,110 @@ class LocalProvider(Provider):
     kind = "local"
     label = "Built-in engine"
     inline = True
+    # Auphonic's nested names, addressed as dotted paths. The preset forms are derived from these;
+    # validation stays with the engine (pipeline.validate), which knows the rules between them.
+    parameters = (
+        Param(
+            "algorithms.filtering",
+            bool,
+            "High-pass filter",
+            help="Remove rumble and low-frequency noise.",
+            default=False,
+        ),
+        Param(
+            "algorithms.leveler",
+            bool,
+            "Leveler",
+            help="Even out the levels of speakers and parts.",
+            default=False,
+        ),
+        Param(
+            "algorithms.denoise",
+            bool,
+            "Noise reduction",
+            help="Remove background noise measured from the quiet parts.",
+            default=False,
+        ),
+        Param(
+            "algorithms.denoiseamount",
+            float,
+            "Noise reduction amount (dB)",
+            help="How much noise to remove; 0 lets the engine decide.",
+            default=0.0,
+            min=0,
+            max=DENOISE_MAX,
+        ),
+        Param(
+            "algorithms.normloudness",
+            bool,
+            "Loudness normalisation",
+            help="Bring the integrated loudness (EBU R128) to the target below.",
+            default=False,
+        ),
+        Param(
+            "algorithms.loudnesstarget",
+            float,
+            "Loudness target (LUFS)",
+            help="With loudness normalisation: -16 for podcasts, -23 for broadcast.",
+            default=DEFAULT_TARGET,
+            min=TARGET_MIN,
+            max=TARGET_MAX,
+        ),
+        Param(
+            "algorithms.maxpeak",
+            float,
+            "Maximum true peak (dBTP)",
+            help="With loudness normalisation; 0 picks -1 for targets of -18 LUFS and up, else -2.",
+            default=0.0,
+            min=MAXPEAK_MIN,
+            max=0,
+        ),
+        Param(
+            "algorithms.silence_cutter",
+            bool,
+            "Silence cutter",
+            help="Shorten long pauses (not with a video output).",
+            default=False,
+        ),
+        Param(
+            "output_files",
+            list,
+            "Output files",
+            help="[{format, bitrate, filename, suffix, mono_mixdown}]; formats: mp3, mp3-vbr, "
+            "vorbis, opus, aac, flac, alac, wav, wav-24bit, video.",
+            default=[{"format": "mp3", "bitrate": 128}],
+        ),
+        Param(
+            "metadata",
+            dict,
+            "Metadata tags",
+            help="{title, artist, album, track, subtitle, summary, genre, year, publisher, url, "
+            "license, license_url, tags, location}, written into every output.",
+        ),
+        # Text or a JSON list (engine/chapters.py reads both): `object` asks for either.
+        Param(
+            "chapters",
+            object,
+            "Chapter marks",
+            help='One per line ("00:02:18 Title <https://...>"), or a JSON list of '
+            '{"start", "title", "url", "image"}.',
+        ),
+        Param(
+            "video.start_time",
+            float,
+            "Start at (seconds)",
+            help="Where in the input the production begins.",
+            default=0.0,
+            min=0,
+        ),
+        Param(
+            "video.duration",
+            float,
+            "Length (seconds)",
+            help="How much to keep from the start; empty keeps the rest.",
+            min=0,
+        ),
+    )
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         try:
