@@ -40,9 +40,13 @@ def ffmpeg(*args: str) -> str:
     return done.stderr
 
 
-def ebur128(path: Path) -> dict[str, float]:
-    """Measure a file with ffmpeg ebur128=peak=true and return integrated, lra, true_peak."""
-    stderr = ffmpeg("-i", str(path), "-map", "0:a:0", "-af", "ebur128=peak=true", "-f", "null", "-")
+def ebur128(path: Path, chain: str = "") -> dict[str, float]:
+    """Measure a file with ffmpeg ebur128=peak=true and return integrated, lra, true_peak.
+
+    chain: filters to run first (the engine measures its input after its high-pass).
+    """
+    graph = ",".join(filter(None, [chain, "ebur128=peak=true"]))
+    stderr = ffmpeg("-i", str(path), "-map", "0:a:0", "-af", graph, "-f", "null", "-")
     summary = stderr[stderr.rindex("Summary:") :]
 
     def grab(pattern: str) -> float:

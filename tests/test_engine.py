@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from media_jobs import engine
-from media_jobs.engine import EngineCancelled, EngineError, ParamsError, processing
+from media_jobs.engine import EngineCancelled, EngineError, ParamsError, mp3join, processing
+from media_jobs.engine import ffmpeg as engine_ffmpeg
 from tests.media import (
     SPEECH_ENVELOPES,
     ebur128,
@@ -19,6 +21,7 @@ from tests.media import (
     make_video,
     make_wav,
     probe_duration,
+    read_pcm,
 )
 
 PODCAST = {
@@ -294,6 +297,128 @@ def test_it_keeps_the_best_take_when_a_correction_lands_worse(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [plan.best.path.name]
     plan.discard()
     assert not list(tmp_path.iterdir())
+
+
+# process: long programmes in parallel stretches
+
+
+@pytest.fixture
+def stretches(monkeypatch, settings):
+    """Split programmes of 30 s or more into three stretches, as three cores would."""
+    settings.ENGINE_WORKERS = 3
+    monkeypatch.setattr(processing, "SEGMENT_MIN_S", 10.0)
+
+
+@pytest.fixture(scope="module")
+def long_speech(media_dir) -> Path:
+    return make_wav(media_dir / "long.wav", seconds=36, level_db=-24)
+
+
+def _spawned(monkeypatch) -> list[Any]:
+    launched: list[Any] = []
+    spawn = engine_ffmpeg.spawn
+
+    def counting(cmd, **kwargs):
+        proc = spawn(cmd, **kwargs)
+        launched.append(proc)
+        return proc
+
+    monkeypatch.setattr(engine_ffmpeg, "spawn", counting)
+    return launched
+
+
+def test_it_renders_a_long_programme_in_parallel_stretches(
+    tmp_path, monkeypatch, stretches, long_speech
+):
+    launched = _spawned(monkeypatch)
+    params = {
+        **PODCAST,
+        "output_files": [
+            {"format": "mp3"},
+            {"format": "mp3-vbr", "suffix": "-vbr"},
+            {"format": "aac"},
+        ],
+    }
+    calls: list[float] = []
+    result = engine.process(long_speech, params, tmp_path, progress=lambda f, s: calls.append(f))
+    assert calls == sorted(calls) and calls[-1] == 1.0
+    # Pass 1 in three stretches; the render: three stretches of both MP3s, the AAC whole.
+    assert result.statistics["renders"] == 1
+    assert len(launched) == 3 + 4
+    # Combined from the stretches' blocks as one meter over the whole would measure it.
+    whole = ebur128(long_speech, "aformat=sample_fmts=dbl,highpass=f=80")
+    for key in ("integrated", "true_peak", "lra"):
+        assert result.statistics["input"][key] == pytest.approx(whole[key], abs=0.15), key
+    for output in result.outputs:
+        measured = ebur128(output.path)
+        assert measured["integrated"] == pytest.approx(-16.0, abs=0.5), output.filename
+        assert measured["true_peak"] <= -1.0
+        for key in ("integrated", "true_peak", "lra"):
+            assert output.statistics[key] == pytest.approx(measured[key], abs=0.15), key
+        # Joined sample-exact: not a frame too many or too few.
+        assert probe_duration(output.path) == pytest.approx(36.0, abs=0.001)
+        assert ffmpeg("-v", "error", "-i", str(output.path), "-f", "null", "-") == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "output-vbr.mp3",
+        "output.m4a",
+        "output.mp3",
+    ]
+
+
+def test_it_cancels_parallel_stretches_and_leaves_nothing(
+    tmp_path, monkeypatch, stretches, long_speech
+):
+    launched = _spawned(monkeypatch)
+
+    def progress(fraction: float, stage: str) -> bool:
+        return not (stage == "encoding" and fraction > 0.3)
+
+    out = tmp_path / "out"
+    with pytest.raises(EngineCancelled):
+        engine.process(long_speech, PODCAST, out, progress=progress)
+    assert len(launched) > 3
+    assert all(proc.returncode is not None for proc in launched)  # none left running
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def overlapping_mp3s(media_dir) -> tuple[Path, Path, Path, int]:
+    """Return one encode of a programme, two of overlapping stretches, and the second's frame."""
+    source = make_wav(media_dir / "join.wav", seconds=20, level_db=-20)
+    frame = mp3join.frame_samples(44100)
+    start = (10 * 44100 - 5 * 44100) // frame * frame  # 5 s of pre-roll before 10 s
+    whole, first, second = (media_dir / f"{n}.mp3" for n in ("whole", "first", "second"))
+    encode = ("-c:a", "libmp3lame", "-b:a", "128k")
+    ffmpeg("-i", str(source), *encode, str(whole))
+    ffmpeg("-i", str(source), "-af", f"atrim=end_sample={12 * 44100}", *encode, str(first))
+    ffmpeg("-i", str(source), "-af", f"atrim=start_sample={start}", *encode, str(second))
+    return whole, first, second, start // frame
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_it_joins_mp3_stretches_seamlessly(tmp_path, overlapping_mp3s, exact):
+    whole, first, second, offset = overlapping_mp3s
+    joined = tmp_path / "joined.mp3"
+    frame = mp3join.frame_samples(44100)
+    # exact=False cuts where the encoders still differ, patching the bit reservoir.
+    around = 10 * 44100 // frame if exact else offset + 12
+    [cut] = mp3join.join([(first, 0), (second, offset)], [around], joined, exact=exact)
+    assert ffmpeg("-v", "error", "-i", str(joined), "-f", "null", "-") == ""
+    decoded, before, after = read_pcm(joined), read_pcm(first), read_pcm(second)
+    assert len(decoded) == len(read_pcm(whole)) == 20 * 44100
+    at = cut * frame
+    # The first stretch's audio up to the cut, the second's from a granule after it.
+    assert (decoded[:at] == before[:at]).all()
+    tail = at + frame // 2 - offset * frame
+    assert (decoded[at + frame // 2 :] == after[tail:]).all()
+    # LAME's tag carries the joined counts and valid CRCs.
+    stream = mp3join._scan(joined, 0)
+    audio = joined.read_bytes()[stream.offsets[0] : stream.offsets[-1]]
+    assert stream.music_crc == mp3join._crc16(audio)
+    lame = mp3join._xing_layout(stream.info)["lame"]
+    assert stream.info[lame + 34 : lame + 36] == mp3join._crc16(stream.info[:190]).to_bytes(
+        2, "big"
+    )
 
 
 def test_it_normalises_to_broadcast_loudness_in_wav(tmp_path, quiet_speech):

@@ -322,7 +322,7 @@ def survey(
             [
                 *rest,
                 "ebur128@survey=metadata=1:framelog=quiet",
-                f"ametadata=mode=print:key=lavfi.r128.M:file='{_filter_path(momentary)}'",
+                f"ametadata=mode=print:key=lavfi.r128.M:file='{filter_path(momentary)}'",
             ]
         )
         graph = [f"[0:a:0]{','.join(head) or 'anull'},asplit=2[main][probe]"]
@@ -343,7 +343,7 @@ def survey(
         momentary.unlink(missing_ok=True)
 
 
-def _filter_path(path: Path) -> str:
+def filter_path(path: Path) -> str:
     """Return a path quoted for a filter option (inside single quotes)."""
     text = str(path)
     if "'" in text:

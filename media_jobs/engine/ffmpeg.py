@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import subprocess
@@ -21,6 +22,12 @@ _STDERR_TAIL_LINES = 4000
 _PROGRESS_PERIOD = "0.5"
 _LEVEL_RE = re.compile(r"\[(error|fatal)\]\s*(.*)")
 _PREFIX_RE = re.compile(r"^(\[[^\]]*\]\s*)+")
+# More concurrent processes than this buy little: every one decodes the input again.
+_MAX_WORKERS = 4
+# How often (s) run_parallel wakes to report progress and notice a cancel, and how long it
+# gives a process that closed its progress pipe to exit.
+_POLL_S = 0.2
+_EXIT_GRACE_S = 1.0
 
 
 def _django_setting(name: str) -> object | None:
@@ -63,6 +70,27 @@ def engine_threads() -> int:
         return max(0, int(str(value)))
     except ValueError:
         return 0
+
+
+def engine_workers() -> int:
+    """Return how many ffmpeg processes may work on one job at once (its CPU cores, capped).
+
+    settings.ENGINE_WORKERS or $ENGINE_WORKERS overrides; 1 keeps every pass in one process.
+    """
+    value = _django_setting("ENGINE_WORKERS")
+    if value is None:
+        value = os.environ.get("ENGINE_WORKERS", "0")
+    try:
+        configured = int(str(value))
+    except ValueError:
+        configured = 0
+    if configured > 0:
+        return configured
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _MAX_WORKERS))
 
 
 def file_url(path: str | os.PathLike[str]) -> str:
@@ -159,18 +187,124 @@ def run_ffmpeg(
             proc.stdout.close()
     lines = list(tail)
     if returncode != 0:
-        messages = error_messages(lines)
-        # Messages reach users: show file names, not where the server keeps them.
-        for arg in args:
-            if arg.startswith("file:"):
-                path = arg.removeprefix("file:")
-                messages = [
-                    m.replace(arg, describe(path)).replace(path, describe(path)) for m in messages
-                ]
-        raise FFmpegFailed(messages)
+        raise _failure(args, lines)
     if on_progress is not None:
         on_progress(1.0)
     return lines
+
+
+def run_parallel(
+    runs: Sequence[tuple[Sequence[str], float]],
+    *,
+    on_progress: Callable[[float], None] | None = None,
+) -> list[list[str]]:
+    """Run several ffmpeg commands at once and return each one's stderr lines, in order.
+
+    runs holds (args, seconds of media it reads); on_progress gets the share of all those
+    seconds done so far, always from the calling thread, so it may cancel (any exception
+    kills every process and propagates). The first failure kills the rest and raises.
+    """
+    base = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info"]
+    base += ["-progress", "pipe:1", "-stats_period", _PROGRESS_PERIOD]
+    total = sum(seconds for _, seconds in runs) or 1.0
+    done = [0.0] * len(runs)
+    ended = threading.Event()  # set as a process closes its progress pipe (it is exiting)
+    pipes_closed = [False] * len(runs)
+    tails: list[collections.deque[str]] = []
+    procs: list[subprocess.Popen[bytes]] = []
+    threads: list[threading.Thread] = []
+    if on_progress is not None:
+        on_progress(0.0)
+    try:
+        for index, (args, seconds) in enumerate(runs):
+            try:
+                proc = spawn(
+                    [*base, *args],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+            except OSError as exc:
+                raise EngineError(
+                    f"Could not start ffmpeg ({base[0]}): {exc.strerror or exc}"
+                ) from exc
+            procs.append(proc)
+            tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
+            tails.append(tail)
+            # Readers only store what they read: progress is reported from this thread.
+            for target, stream_args in (
+                (_drain, (proc.stderr, tail)),
+                (_watch, (proc.stdout, done, index, seconds, (ended, pipes_closed))),
+            ):
+                thread = threading.Thread(target=target, args=stream_args, daemon=True)
+                thread.start()
+                threads.append(thread)
+        while True:
+            failed = next((k for k, p in enumerate(procs) if (p.poll() or 0) != 0), None)
+            if failed is not None:
+                procs[failed].wait()
+                for thread in threads:
+                    thread.join(timeout=10)
+                raise _failure(runs[failed][0], list(tails[failed]))
+            if all(p.poll() is not None for p in procs):
+                break
+            if on_progress is not None:
+                on_progress(min(1.0, sum(done) / total))
+            # Wake as soon as a process ends: the next pass waits on the last one. ffmpeg
+            # closes its progress pipe last thing before it exits.
+            if ended.wait(_POLL_S):
+                ended.clear()
+                for proc, closed in zip(procs, pipes_closed, strict=True):
+                    if closed and proc.poll() is None:
+                        with contextlib.suppress(subprocess.TimeoutExpired):
+                            proc.wait(timeout=_EXIT_GRACE_S)
+    except BaseException:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in procs:
+            proc.wait()
+        raise
+    finally:
+        for thread in threads:
+            thread.join(timeout=10)
+    if on_progress is not None:
+        on_progress(1.0)
+    return [list(tail) for tail in tails]
+
+
+def _watch(
+    stream: IO[bytes],
+    done: list[float],
+    index: int,
+    seconds: float,
+    closing: tuple[threading.Event, list[bool]],
+) -> None:
+    """Record into done[index] how many seconds of media ffmpeg's -progress says it wrote.
+
+    At the pipe's end, mark closing[1][index] and set closing[0]: the process is exiting.
+    """
+    with stream:
+        for raw in stream:
+            key, _, value = raw.decode("ascii", "replace").strip().partition("=")
+            if key == "out_time_us" and value.lstrip("-").isdigit():
+                done[index] = min(seconds, max(0.0, int(value) / 1_000_000))
+    ended, closed = closing
+    closed[index] = True
+    ended.set()
+
+
+def _failure(args: Sequence[str], lines: list[str]) -> FFmpegFailed:
+    """Return the error for a failed ffmpeg run, naming files but never their directories."""
+    messages = error_messages(lines)
+    # Messages reach users: show file names, not where the server keeps them.
+    for arg in args:
+        if arg.startswith("file:"):
+            path = arg.removeprefix("file:")
+            messages = [
+                m.replace(arg, describe(path)).replace(path, describe(path)) for m in messages
+            ]
+    return FFmpegFailed(messages)
 
 
 def _drain(stream: IO[bytes], sink: collections.deque[str]) -> None:

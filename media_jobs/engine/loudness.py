@@ -6,7 +6,9 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import EngineError
@@ -71,14 +73,19 @@ def run_checked(args: list[str], path: str | os.PathLike[str], **kwargs: Any) ->
     try:
         return run_ffmpeg(args, **kwargs)
     except FFmpegFailed as exc:
-        text = " ".join(exc.messages)
-        if "matches no streams" in text:
-            raise EngineError(f"File has no audio stream: {describe(path)}") from exc
-        if "No such file" in text:
-            raise EngineError(f"File not found: {describe(path)}") from exc
-        if "Invalid data" in text or "Error opening input" in text:
-            raise EngineError(f"File could not be decoded: {describe(path)}") from exc
-        raise
+        raise explain(exc, path) from exc
+
+
+def explain(failed: FFmpegFailed, path: str | os.PathLike[str]) -> EngineError:
+    """Return the user-facing error for ffmpeg failing on an input file."""
+    text = " ".join(failed.messages)
+    if "matches no streams" in text:
+        return EngineError(f"File has no audio stream: {describe(path)}")
+    if "No such file" in text:
+        return EngineError(f"File not found: {describe(path)}")
+    if "Invalid data" in text or "Error opening input" in text:
+        return EngineError(f"File could not be decoded: {describe(path)}")
+    return failed
 
 
 def parse_summaries(lines: Iterable[str]) -> dict[str, Loudness]:
@@ -118,3 +125,114 @@ def parse_summaries(lines: Iterable[str]) -> dict[str, Loudness]:
             true_peak=values.get("true_peak", math.nan),
         )
     return results
+
+
+# Momentary blocks are 400 ms long and short-term ones 3 s, both every 100 ms (BS.1770-4,
+# EBU Tech 3341): the first 3 and 29 values of a run cover less than a full window.
+_STEPS_PER_MOMENTARY = 4
+_STEPS_PER_SHORT_TERM = 30
+_ABSOLUTE_GATE = -70.0
+_RELATIVE_GATE = -10.0
+_LRA_RELATIVE_GATE = -20.0
+_LRA_PERCENTILES = (0.10, 0.95)
+
+
+@dataclasses.dataclass
+class Blocks:
+    """Momentary and short-term loudness values (LUFS, 100 ms apart) and the true peak.
+
+    Measured in stretches, a programme's blocks are gathered from each stretch's meter and
+    its loudness computed as one meter over the whole would (BS.1770 gating over all blocks).
+    """
+
+    momentary: array[float] = dataclasses.field(default_factory=lambda: array("d"))
+    short_term: array[float] = dataclasses.field(default_factory=lambda: array("d"))
+    true_peak: float = -math.inf
+
+    def add(
+        self, step: int, start: int, low: int, high: int | None, files: tuple[Path, Path]
+    ) -> None:
+        """Take the blocks of one meter's run whose windows end in (low, high] (samples).
+
+        step: samples per 100 ms; start: the sample (of the programme) the meter's run began
+        at; files: where its ametadata printed M and S. A block's window ends where the 100 ms
+        frame carrying it ends; windows the run had not filled yet are left out.
+        """
+        for values, path, steps in (
+            (self.momentary, files[0], _STEPS_PER_MOMENTARY),
+            (self.short_term, files[1], _STEPS_PER_SHORT_TERM),
+        ):
+            for frame, value in read_metadata(path):
+                end = start + (frame + 1) * step
+                if end - start < steps * step or end <= low:
+                    continue
+                if high is not None and end > high:
+                    continue
+                values.append(value)
+
+    def loudness(self) -> Loudness:
+        """Return integrated loudness, loudness range and true peak of the blocks."""
+        return Loudness(
+            integrated=round(_integrated(self.momentary), 1),
+            lra=round(_loudness_range(self.short_term), 1),
+            true_peak=round(self.true_peak, 1),
+        )
+
+
+def read_metadata(path: Path) -> list[tuple[int, float]]:
+    """Return (frame number, value) of every frame an ametadata print file has a value for.
+
+    ebur128's metadata frames are 100 ms each, so the number places a value in time (pts
+    would depend on the time base of whatever fed the meter).
+    """
+    found: list[tuple[int, float]] = []
+    frame: int | None = None
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("frame:"):
+                match = _FRAME_RE.match(line)
+                frame = int(match.group(1)) if match else None
+            elif frame is not None and "=" in line:
+                text = line.split("=", 1)[1].strip()
+                try:
+                    value = float(text)
+                except ValueError:
+                    continue
+                found.append((frame, value if math.isfinite(value) else -math.inf))
+                frame = None
+    return found
+
+
+_FRAME_RE = re.compile(r"frame:(\d+)")
+
+
+def _power(values: Iterable[float]) -> float:
+    """Return the mean of the blocks' energies as a loudness (LUFS), -inf for none."""
+    total, count = 0.0, 0
+    for value in values:
+        total += 10 ** ((value + 0.691) / 10)
+        count += 1
+    return -0.691 + 10 * math.log10(total / count) if count and total > 0 else -math.inf
+
+
+def _integrated(momentary: Sequence[float]) -> float:
+    """Return BS.1770 integrated loudness: absolute then relative gating of the blocks."""
+    gated = [value for value in momentary if value > _ABSOLUTE_GATE]
+    if not gated:
+        return SILENCE_LUFS
+    threshold = _power(gated) + _RELATIVE_GATE
+    kept = [value for value in gated if value > threshold]
+    return max(SILENCE_LUFS, _power(kept)) if kept else SILENCE_LUFS
+
+
+def _loudness_range(short_term: Sequence[float]) -> float:
+    """Return EBU Tech 3342 loudness range: the 10th to 95th percentile of gated blocks."""
+    gated = [value for value in short_term if value > _ABSOLUTE_GATE]
+    if not gated:
+        return 0.0
+    threshold = _power(gated) + _LRA_RELATIVE_GATE
+    kept = sorted(value for value in gated if value > threshold)
+    if not kept:
+        return 0.0
+    low, high = (kept[round((len(kept) - 1) * share)] for share in _LRA_PERCENTILES)
+    return high - low

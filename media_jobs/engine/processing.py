@@ -12,7 +12,22 @@ turns dynamic). Instead:
    (`-dec`) decodes what each encoder produced and ebur128=peak=true measures it, so the
    encoded result is verified without another pass over the file;
 3. correct: an output more than 0.3 LU off target, or with a true peak over the ceiling, is
-   rendered again on its own with adjusted gain and limit (at most twice).
+   rendered again on its own (at most twice). A lossy encoder adds its coding noise on top
+   of whatever the limiter held, most over the many peaks a deep limit leaves at the limit:
+   the correction takes each encoded true peak apart into what reached the encoder and the
+   encoder's excursion, limits deep enough to leave room for the largest excursion seen,
+   and sets the gain by a model of the loudness the limiter takes (fitted from what each
+   limiter measured before its encoder, and from an unencoded probe limiter 3 dB deeper).
+   The excursion wobbles from encode to encode, so a lossy output's correction encodes two
+   takes (room for 1.15x and 1.6x the excursion); the best take of all renders is kept.
+
+Long PCM/FLAC programmes (SEGMENT_MIN_S per core and more) run passes 1 and 2 on every core:
+the programme is cut into one stretch per core, each measured by a process of its own (its
+meter starting a few seconds early so every block it owns is whole), and the loudness taken
+from all stretches' 400 ms and 3 s blocks as one meter over the whole would (loudness.Blocks).
+MP3 outputs are encoded stretch by stretch on the same grid, with overlaps, and joined where
+the encoders agree byte for byte (mp3join.py); other outputs are encoded whole by one more
+process alongside.
 
 The algorithms (algorithms.py: high-pass and hum notches, denoise, silence cutter, leveler)
 are the shared chain in front of the gain, so pass 1 measures what the render plays. Those
@@ -29,14 +44,25 @@ import dataclasses
 import hashlib
 import math
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import algorithms as algo
+from . import mp3join
 from .errors import EngineError, ParamsError
-from .ffmpeg import ProgressCallback, Reporter, engine_threads, file_url
-from .loudness import Loudness, parse_summaries, run_checked
+from .ffmpeg import (
+    FFmpegFailed,
+    ProgressCallback,
+    Reporter,
+    engine_threads,
+    engine_workers,
+    file_url,
+    run_parallel,
+)
+from .loudness import Blocks, Loudness, explain, parse_summaries, run_checked
 from .params import FORMATS, Format, validate_params
 from .probe import ProbeResult, probe
 
@@ -93,21 +119,38 @@ LIMIT_STEP = 0.1
 LOUDNESS_REACHED = 0.05
 # The loudness a limiter takes away follows the depth D (dB by which the gained true peak
 # exceeds the limit) alone, as a * D**p: on speech-like noise p is 2-3 at 2-5 dB and nearer 2
-# beyond, a 0.035-0.05; sparse peaks lose less, dense noise bursts far more (p near 1). Every
-# limited take is measured before its encoder as well (free of the encoder's own loudness
-# offset, -0.4..+0.8 LU), and an output's first limited render also measures an unencoded
-# probe limiter LOSS_PROBE_DB deeper: two depths at least LOSS_SPREAD apart give a and p. With
-# one depth, a is fitted with the prior's p, weighed against the prior by how much ebur128's
-# 0.1 LU rounding blurs it (LOSS_ROUNDING / D**p).
+# beyond, a 0.035-0.05; sparse peaks lose less, dense noise bursts far more (p near 1). A
+# limited take of a correction, or of a first render limiting LOSS_FIT_DEPTH (dB) or deeper
+# (where lossy encoders overshoot most), is measured before its encoder as well (free of the
+# encoder's own loudness offset, -0.4..+0.8 LU), and an output's first such render also
+# measures an unencoded probe limiter LOSS_PROBE_DB deeper: two depths at least LOSS_SPREAD
+# apart give a and p (within LOSS_POWERS). With one depth, a is fitted with the prior's p,
+# weighed against the prior by how much ebur128's 0.1 LU rounding blurs it
+# (LOSS_ROUNDING / D**p).
 LOSS_PRIOR = (0.045, 2.0)
 LOSS_PRIOR_SPREAD = 0.03
 LOSS_ROUNDING = 0.07
 LOSS_SPREAD = 1.0
 LOSS_PROBE_DB = 3.0
+LOSS_FIT_DEPTH = 1.0
+LOSS_POWERS = (1.1, 3.0)
 # A correction never limits deeper than this (dB): beyond it a limiter audibly crushes the
 # programme, and missing the loudness target (with a warning) is the better result.
 MAX_DEPTH = 10.0
-LOSS_POWERS = (1.1, 3.0)
+# Long programmes are measured and (their MP3s) rendered in stretches, one process per core
+# (_split): a stretch lasts at least SEGMENT_MIN_S (s), else the overlaps below cost more than
+# the second core gains.
+SEGMENT_MIN_S = 120.0
+# A stretch's meter starts METER_LEAD_S (s) before the stretch, so even the first short-term
+# (3 s) window it owns is full; what feeds the meter starts SETTLE_S earlier still, so the
+# filters' start from rest stays out of the true peak, and the meter fades in over FADE_S.
+METER_LEAD_S = 3.1
+SETTLE_S = 0.5
+FADE_S = 0.05
+# Rendered stretches overlap by this much (s) before and after each boundary: LAME needs well
+# under RENDER_PREROLL_S to reach the state of an encoder that has run all along (mp3join.py).
+RENDER_PREROLL_S = 6.0
+RENDER_POSTROLL_S = 2.0
 _CHUNK = 1024 * 1024
 
 
@@ -200,6 +243,15 @@ class _Plan:
             take.path.unlink(missing_ok=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Segment:
+    """A stretch of the programme one process measures or renders: samples [low, high)."""
+
+    index: int
+    low: int
+    high: int | None  # None: to the end
+
+
 @dataclasses.dataclass
 class _Source:
     """The input as every ffmpeg pass reads it."""
@@ -209,6 +261,15 @@ class _Source:
     duration: float | None  # requested trim length, None: to the end
     span: float  # seconds that will actually be read
     pre_filters: list[str]
+    rate: int | None = None
+    segments: list[_Segment] | None = None  # stretches for parallel passes, None: one process
+    scratch: Path | None = None  # a hidden directory in the output's for parallel passes' files
+
+    def scratch_dir(self, out: Path) -> Path:
+        """Return (making it on first use) the directory for parallel passes' working files."""
+        if self.scratch is None:
+            self.scratch = Path(tempfile.mkdtemp(prefix=".engine-", dir=out))
+        return self.scratch
 
     def input_args(self) -> list[str]:
         """Return the input options, trimming with input seeking so nothing outside is decoded."""
@@ -285,12 +346,14 @@ def process(
             source, info, algorithms, warnings, applied, reporter.span(0.0, survey_end, "analysing")
         )
         encode_from = survey_end if surveyed else 0.0
+        source.segments = _split(source, info, algorithms)
         if target is not None and ceiling is not None:
             measured = _analyse(
                 source,
                 mono=any(p.mono for p in plans) and (info.channels or 1) > 1,
                 probe_hum=algorithms["filtering"] and not surveyed,
                 on_progress=reporter.span(encode_from, ANALYSE_SHARE, "analysing"),
+                out=out,
             )
             encode_from = ANALYSE_SHARE
             input_loudness = measured["input"]
@@ -312,6 +375,7 @@ def process(
             analyse_input=input_loudness is None,
             on_progress=encoding,
             goal=(target, ceiling),
+            out=out,
         )
         input_loudness = input_loudness or results.get("input")
         for attempt in range(1, MAX_RENDERS):
@@ -327,7 +391,12 @@ def process(
             low = 0.9 + 0.035 * (attempt - 1)
             encoding = reporter.span(low, low + 0.035, "encoding")
             _render(
-                source, pending, analyse_input=False, on_progress=encoding, goal=(target, ceiling)
+                source,
+                pending,
+                analyse_input=False,
+                on_progress=encoding,
+                goal=(target, ceiling),
+                out=out,
             )
 
         reporter(0.97, "verifying")
@@ -342,6 +411,9 @@ def process(
         for output in outputs:
             output.path.unlink(missing_ok=True)
         raise
+    finally:
+        if source.scratch is not None:
+            shutil.rmtree(source.scratch, ignore_errors=True)
 
     input_stats: dict[str, Any] = input_loudness.as_dict() if input_loudness else {}
     input_stats.update(
@@ -398,7 +470,32 @@ def _source(path: str | os.PathLike[str], info: ProbeResult, options: dict[str, 
     if options["algorithms"]["filtering"]:
         # Filter before measuring, so the gain is computed on what will be rendered.
         pre.append(algo.highpass())
-    return _Source(path, start, duration, span, pre)
+    return _Source(path, start, duration, span, pre, rate=info.sample_rate)
+
+
+def _split(source: _Source, info: ProbeResult, algorithms: dict[str, Any]) -> list[_Segment] | None:
+    """Return the stretches to measure and render in parallel, or None for one process.
+
+    A stretch per worker (engine_workers: the cores), each on the 100 ms grid of the meters.
+    The leveler, denoiser and silence cutter keep state over the whole programme (the cutter
+    even moves its timeline), so with any of them on everything runs in one process. So does
+    a compressed input: its probed duration can be an estimate, and a stretch placed by it
+    could start past the real end.
+    """
+    rate = source.rate
+    workers = engine_workers()
+    codec = info.audio_codec or ""
+    exact = codec.startswith("pcm_") or codec == "flac"
+    if workers < 2 or not exact or not rate or rate % 10 or source.span <= 0:
+        return None
+    if algorithms["leveler"] or algorithms["denoise"] or algorithms["silence_cutter"]:
+        return None
+    count = min(workers, int(source.span // SEGMENT_MIN_S))
+    if count < 2:
+        return None
+    step = rate // 10
+    bounds = [round(source.span * rate * k / count / step) * step for k in range(count + 1)]
+    return [_Segment(k, bounds[k], bounds[k + 1] if k < count - 1 else None) for k in range(count)]
 
 
 def _prepare_algorithms(
@@ -565,14 +662,60 @@ def _video_container(info: ProbeResult, input_path: str | os.PathLike[str]) -> t
 
 
 def _analyse(
-    source: _Source, *, mono: bool, probe_hum: bool, on_progress: Callable[[float], None]
+    source: _Source,
+    *,
+    mono: bool,
+    probe_hum: bool,
+    on_progress: Callable[[float], None],
+    out: Path,
 ) -> dict[str, Any]:
     """Measure the filtered input: loudness for the gain, true peak for the limiter (pass 1).
 
     Returns "input" (the programme), "mono" (its downmix, when mono) and "hum" (when probed).
+    With stretches, each is measured by a process of its own and the loudness combined from
+    their blocks.
     """
+    segments = source.segments or [None]
+    scratch = source.scratch_dir(out) if source.segments else None
+    runs = [
+        (_analyse_args(source, segment, mono=mono, probe_hum=probe_hum, scratch=scratch), seconds)
+        for segment, seconds in zip(segments, _read_seconds(source, segments, 0.0), strict=True)
+    ]
+    if len(runs) == 1:
+        logs = [run_checked(runs[0][0], source.path, duration=source.span, on_progress=on_progress)]
+    else:
+        logs = _run_all(source, runs, on_progress)
+    names = ["analyse", *(["mono"] if mono else [])]
+    results = _results(source, logs, names, scratch)
+    found: dict[str, Any] = {"input": results.get("analyse")}
+    if found["input"] is None:
+        raise EngineError("Loudness of the input could not be measured.")
+    if mono:
+        found["mono"] = results.get("mono") or found["input"]
+    if probe_hum:
+        found["hum"] = algo.detect_hum(logs[0])
+    return found
+
+
+def _analyse_args(
+    source: _Source,
+    segment: _Segment | None,
+    *,
+    mono: bool,
+    probe_hum: bool,
+    scratch: Path | None,
+) -> list[str]:
+    """Return the ffmpeg arguments measuring the programme, or one stretch of it."""
     head, rest = source.pre_filters[:1], source.pre_filters[1:]
-    measure = "ebur128@analyse=peak=true:framelog=quiet"
+    skip = 0
+    if segment is not None:
+        assert source.rate
+        lead = 0 if segment.index == 0 else round((METER_LEAD_S + SETTLE_S) * source.rate)
+        head.insert(0, _trim(segment.low - lead, segment.high))
+        skip = round(SETTLE_S * source.rate) if segment.index else 0
+    pre = [*head, *rest]
+    # Hum stays for the whole file: the first stretch's first minutes tell.
+    probe_hum = probe_hum and (segment is None or segment.index == 0)
     graph: list[str] = []
     if probe_hum:
         # The probe taps the audio before the high-pass, which would bend its bands.
@@ -580,25 +723,109 @@ def _analyse(
         graph += algo.hum_probe("probe")
         chain = f"[pre]{','.join(rest) or 'anull'}"
     else:
-        chain = f"[0:a:0]{source.chain()}"
+        chain = f"[0:a:0]{','.join(pre) or 'anull'}"
+    measure = _meter(source, "analyse", segment, skip, scratch, peak=True)
     if mono:
         graph.append(f"{chain},asplit=2[full][down]")
         graph.append(f"[full]{measure}[out]")
-        graph.append(f"[down]{MONO_DOWNMIX},ebur128@mono=peak=true:framelog=quiet,anullsink")
+        down = _meter(source, "mono", segment, skip, scratch, peak=True)
+        graph.append(f"[down]{MONO_DOWNMIX},{down},anullsink")
     else:
         graph.append(f"{chain},{measure}[out]")
     args = [*source.input_args(), "-filter_complex", ";".join(graph), "-map", "[out]"]
-    args += ["-f", "null", "-"]
-    lines = run_checked(args, source.path, duration=source.span, on_progress=on_progress)
-    results = parse_summaries(lines)
-    found: dict[str, Any] = {"input": results.get("analyse")}
-    if found["input"] is None:
-        raise EngineError("Loudness of the input could not be measured.")
-    if mono:
-        found["mono"] = results.get("mono") or found["input"]
-    if probe_hum:
-        found["hum"] = algo.detect_hum(lines)
-    return found
+    return [*args, "-f", "null", "-"]
+
+
+def _trim(start: int, end: int | None) -> str:
+    """Return filters keeping samples [start, end) of what they are fed, timed from zero.
+
+    (Timestamps from zero keep ffmpeg's progress, which reports output time, per stretch.)
+    """
+    end_at = f":end_sample={end}" if end is not None else ""
+    return f"atrim=start_sample={start}{end_at},asetpts=PTS-STARTPTS"
+
+
+def _meter(
+    source: _Source,
+    name: str,
+    segment: _Segment | None,
+    skip: int,
+    scratch: Path | None,
+    *,
+    peak: bool,
+) -> str:
+    """Return the filters measuring a stream as ebur128@name.
+
+    For a stretch, the meter drops the first skip samples (its lead starts METER_LEAD_S
+    before the stretch) and prints its momentary and short-term values to files, which
+    _results gathers over all stretches.
+    """
+    meter = f"ebur128@{name}=framelog=quiet" + (":peak=true" if peak else "")
+    if segment is None or scratch is None:
+        return meter
+    parts = [_trim(skip, None)] if skip else []
+    if segment.index:
+        parts.append(f"afade=t=in:d={FADE_S}")
+    parts.append(meter + ":metadata=1")
+    for key, path in zip("MS", _meter_files(scratch, name, segment), strict=True):
+        parts.append(f"ametadata=mode=print:key=lavfi.r128.{key}:file='{algo.filter_path(path)}'")
+    return ",".join(parts)
+
+
+def _meter_files(scratch: Path, name: str, segment: _Segment) -> tuple[Path, Path]:
+    """Return where a stretch's meter prints its momentary and short-term values."""
+    return (scratch / f"{name}.{segment.index}.M.txt", scratch / f"{name}.{segment.index}.S.txt")
+
+
+def _read_seconds(
+    source: _Source, segments: Sequence[_Segment | None], overlap: float
+) -> list[float]:
+    """Return roughly how many seconds of programme each pass (or stretch) reads."""
+    if segments == [None] or not source.rate:
+        return [source.span]
+    seconds = []
+    for segment in segments:
+        assert segment is not None
+        high = segment.high / source.rate if segment.high is not None else source.span
+        seconds.append(max(1.0, high - segment.low / source.rate + overlap))
+    return seconds
+
+
+def _run_all(
+    source: _Source, runs: list[tuple[list[str], float]], on_progress: Callable[[float], None]
+) -> list[list[str]]:
+    """Run passes over the input at once, turning failures into user-facing messages."""
+    try:
+        return run_parallel(runs, on_progress=on_progress)
+    except FFmpegFailed as failed:
+        raise explain(failed, source.path) from failed
+
+
+def _results(
+    source: _Source, logs: list[list[str]], names: Sequence[str], scratch: Path | None
+) -> dict[str, Loudness]:
+    """Return what every named meter measured, over all stretches when there are several."""
+    if len(logs) == 1 or source.segments is None or scratch is None:
+        return parse_summaries(logs[0])
+    assert source.rate
+    step = source.rate // 10
+    summaries = [parse_summaries(lines) for lines in logs]
+    results: dict[str, Loudness] = {}
+    for name in names:
+        blocks = Blocks()
+        peaks = []
+        for segment, summary in zip(source.segments, summaries, strict=True):
+            if name not in summary:
+                break
+            peaks.append(summary[name].true_peak)
+            start = 0 if segment.index == 0 else segment.low - round(METER_LEAD_S * source.rate)
+            low = segment.low if segment.index else 0
+            blocks.add(step, start, low, segment.high, _meter_files(scratch, name, segment))
+        else:
+            # NaN: a meter without peak=true; -inf: silence.
+            blocks.true_peak = math.nan if any(math.isnan(p) for p in peaks) else max(peaks)
+            results[name] = blocks.loudness()
+    return results
 
 
 def _plan_gain(plans: list[_Plan], measured: dict[str, Any], target: float, ceiling: float) -> None:
@@ -626,91 +853,61 @@ def _render(
     analyse_input: bool,
     on_progress: Callable[[float], None],
     goal: tuple[float | None, float | None],
+    out: Path,
 ) -> dict[str, Loudness]:
-    """Encode every take of plans in one ffmpeg run and measure each in the same run."""
-    jobs = [(plan, take) for plan in plans for take in plan.start_render()]
-    count = len(jobs)
-    # A limited take is also measured before its encoder, so a correction can tell what the
-    # limiter cost from what the encoder did; the first limited take of an output also runs a
-    # probe limiter LOSS_PROBE_DB deeper, unencoded, so the cost is known at two depths.
-    limited = [k for k, (plan, take) in enumerate(jobs) if take.limit is not None and plan.source]
-    probes: list[tuple[_Plan, float, float]] = []
-    for k in limited:
-        plan, take = jobs[k]
-        if not plan.loss_points and all(plan is not other for other, _, _ in probes):
-            assert take.limit is not None
-            probes.append((plan, take.gain, take.limit - LOSS_PROBE_DB))
-    branches: list[tuple[list[str], str]] = []
-    for k, (plan, take) in enumerate(jobs):
-        filters = _branch(plan, take.gain, take.limit)
-        if k in limited:
-            branches.append(([*filters, "asplit=2"], f"[o{k}][p{k}]"))
-        else:
-            branches.append((filters, f"[o{k}]"))
-    for j, (plan, gain, limit) in enumerate(probes):
-        branches.append((_branch(plan, gain, limit), f"[q{j}]"))
-    if len(branches) == 1:
-        filters, labels = branches[0]
-        render = [f"[0:a:0]{source.chain(*filters)}{labels}"]
+    """Encode every take of plans and measure each encoded stream in the same run.
+
+    With stretches (and pass 1 done), each MP3 take is encoded stretch by stretch, one
+    process per stretch at once, and the stretches joined (mp3join.py); the other outputs are
+    encoded whole by one more process running alongside.
+    """
+    split = source.segments is not None and not analyse_input
+    spliced = [plan for plan in plans if split and _splices(plan, source)]
+    whole = [plan for plan in plans if plan not in spliced]
+    jobs = [(plan, take) for plan in [*spliced, *whole] for take in plan.start_render()]
+    indexed = list(enumerate(jobs))
+    probes = _probes(jobs)
+    parts = [(k, plan, take) for k, (plan, take) in indexed if plan in spliced]
+    rest = [(k, plan, take) for k, (plan, take) in indexed if plan not in spliced]
+    runs: list[tuple[list[str], float]] = []
+    scratch = source.scratch_dir(out) if spliced else None
+    if spliced:
+        assert source.segments is not None
+        part_probes = [probe for probe in probes if probe[1] in spliced]
+        overlap = RENDER_PREROLL_S + RENDER_POSTROLL_S
+        seconds = _read_seconds(source, source.segments, overlap)
+        for segment, reads in zip(source.segments, seconds, strict=True):
+            args = _render_args(source, parts, part_probes, segment=segment, scratch=scratch)
+            runs.append((args, reads))
+    if rest:
+        rest_probes = [probe for probe in probes if probe[1] not in spliced]
+        args = _render_args(source, rest, rest_probes, analyse_input=analyse_input)
+        runs.append((args, source.span))
+
+    if len(runs) == 1 and not spliced:
+        logs = [run_checked(runs[0][0], source.path, duration=source.span, on_progress=on_progress)]
     else:
-        split = "".join(f"[s{k}]" for k in range(len(branches)))
-        render = [f"[0:a:0]{source.chain(f'asplit={len(branches)}')}{split}"]
-        render += [
-            f"[s{k}]{','.join(f) or 'anull'}{labels}" for k, (f, labels) in enumerate(branches)
-        ]
+        logs = _run_all(source, runs, on_progress)
+    results: dict[str, Loudness] = {}
+    if spliced:
+        names = [f"out{k}" for k, _, _ in parts]
+        names += [f"pre{k}" for k, plan, take in parts if _measures_loss(plan, take)]
+        names += [f"probe{j}" for j, plan, _, _ in probes if plan in spliced]
+        results.update(_results(source, logs[: len(logs) - bool(rest)], names, scratch))
+        assert scratch is not None
+        for k, _, take in parts:
+            _join(source, scratch, k, take.path)
+    if rest:
+        results.update(parse_summaries(logs[-1]))
 
-    args = ["-y", *source.input_args()]
-    if any(plan.video for plan in plans):
-        args += source.video_input_args()  # input 1: only its video stream is read
-    threads = engine_threads()
-    if threads:
-        args += ["-filter_threads", str(threads)]
-    args += ["-filter_complex", ";".join(render)]
-    for k, (plan, take) in enumerate(jobs):
-        if plan.video:
-            # Video first, as players expect; copied bit for bit.
-            args += ["-map", "1:v:0", "-c:v", "copy", "-map", f"[o{k}]"]
-            args += _video_audio_args(plan)
-        else:
-            args += ["-map", f"[o{k}]", *plan.fmt.encoder_args(plan.bitrate)]
-        args += ["-map_metadata", "-1", "-map_chapters", "-1"]
-        if threads:
-            args += ["-threads", str(threads)]
-        args.append(file_url(take.path))
-    # Raw PCM into the null muxer: only the loopback decoders below read these.
-    unencoded = [f"[p{k}]" for k in limited] + [f"[q{j}]" for j in range(len(probes))]
-    for label in unencoded:
-        args += ["-map", label, "-c:a", "pcm_f32le", "-f", "null", "-"]
-
-    # Every ebur128 sits in ONE graph: each prints its summary in several log calls at
-    # teardown, and graphs on different threads could interleave them.
-    measure = []
-    if analyse_input:
-        measure.append(f"[0:a:0]{source.chain('ebur128@input=peak=true:framelog=quiet')}[min]")
-    for k, (plan, _) in enumerate(jobs):
-        args += ["-dec", f"{k}:{1 if plan.video else 0}"]
-        measure.append(f"[dec:{k}]ebur128@out{k}=peak=true:framelog=quiet[m{k}]")
-    names = [f"pre{k}" for k in limited] + [f"probe{j}" for j in range(len(probes))]
-    for index, name in enumerate(names, start=count):
-        args += ["-dec", f"{index}:0"]
-        measure.append(f"[dec:{index}]ebur128@{name}=framelog=quiet[m{index}]")
-    args += ["-filter_complex", ";".join(measure)]
-    if analyse_input:
-        args += ["-map", "[min]"]
-    for k in range(count + len(names)):
-        args += ["-map", f"[m{k}]"]
-    args += ["-f", "null", "-"]
-
-    lines = run_checked(args, source.path, duration=source.span, on_progress=on_progress)
-    results = parse_summaries(lines)
-    for k, (plan, take) in enumerate(jobs):
+    for k, (plan, take) in indexed:
         take.measured = results.get(f"out{k}")
         if take.measured is None:
             raise EngineError(f"The encoded {plan.fmt.name} output could not be measured.")
         before = results.get(f"pre{k}")
         if before is not None and take.limit is not None:
             plan.note_loss(take.gain, take.limit, before)
-    for j, (plan, gain, limit) in enumerate(probes):
+    for j, plan, gain, limit in probes:
         probed = results.get(f"probe{j}")
         if probed is not None:
             plan.note_loss(gain, limit, probed)
@@ -722,6 +919,161 @@ def _render(
             plan.keep(take, *goal)
         plan.pending = []
     return results
+
+
+def _splices(plan: _Plan, source: _Source) -> bool:
+    """Return True when an output can be encoded in stretches and joined (MP3, input rate)."""
+    return plan.codec.name in {"mp3", "mp3-vbr"} and not plan.video and plan.rate == source.rate
+
+
+def _probes(jobs: list[tuple[_Plan, _Take]]) -> list[tuple[int, _Plan, float, float]]:
+    """Return the probe limiters to run: (index, plan, gain, limit).
+
+    A limited take is also measured before its encoder, so a correction can tell what the
+    limiter cost from what the encoder did; the first limited take of an output also runs a
+    probe limiter LOSS_PROBE_DB deeper, unencoded, so the cost is known at two depths.
+    """
+    probes: list[tuple[int, _Plan, float, float]] = []
+    for plan, take in jobs:
+        if not _measures_loss(plan, take) or plan.loss_points:
+            continue
+        if all(plan is not other for _, other, _, _ in probes):
+            assert take.limit is not None
+            probes.append((len(probes), plan, take.gain, take.limit - LOSS_PROBE_DB))
+    return probes
+
+
+def _measures_loss(plan: _Plan, take: _Take) -> bool:
+    """Return True when a take's limiter is measured for the loss model (and maybe probed).
+
+    Only in corrections, or when the first render limits deep enough (LOSS_FIT_DEPTH) that a
+    lossy encoder's excursion is likely to call for one: the measures cost a decode-free but
+    whole extra meter (and the probe a whole extra limiter) over the programme.
+    """
+    if take.limit is None or plan.source is None:
+        return False
+    return plan.renders > 0 or _depth(plan.source, take.gain, take.limit) >= LOSS_FIT_DEPTH
+
+
+def _render_span(source: _Source, segment: _Segment) -> tuple[int, int | None, int]:
+    """Return (first sample, end sample, meter skip) of a stretch's render.
+
+    It starts RENDER_PREROLL_S early on the MP3 frame grid (so its frames line up with its
+    neighbour's) and ends RENDER_POSTROLL_S late, for the join to find its cut in between.
+    """
+    assert source.rate
+    if segment.index == 0:
+        first = 0
+    else:
+        frame = mp3join.frame_samples(source.rate)
+        first = (segment.low - round(RENDER_PREROLL_S * source.rate)) // frame * frame
+    end = None if segment.high is None else segment.high + round(RENDER_POSTROLL_S * source.rate)
+    skip = 0 if segment.index == 0 else segment.low - round(METER_LEAD_S * source.rate) - first
+    return first, end, skip
+
+
+def _part_file(scratch: Path, k: int, segment: _Segment) -> Path:
+    """Return where take k's encode of a stretch goes."""
+    return scratch / f"take{k}.{segment.index}.mp3"
+
+
+def _join(source: _Source, scratch: Path, k: int, path: Path) -> None:
+    """Join take k's encoded stretches into path."""
+    assert source.segments is not None and source.rate
+    frame = mp3join.frame_samples(source.rate)
+    parts = []
+    for segment in source.segments:
+        first, _, _ = _render_span(source, segment)
+        parts.append((_part_file(scratch, k, segment), first // frame))
+    cuts = [segment.low // frame for segment in source.segments[1:]]
+    mp3join.join(parts, cuts, path)
+    for part, _ in parts:
+        part.unlink(missing_ok=True)
+
+
+def _render_args(
+    source: _Source,
+    jobs: list[tuple[int, _Plan, _Take]],
+    probes: list[tuple[int, _Plan, float, float]],
+    *,
+    analyse_input: bool = False,
+    segment: _Segment | None = None,
+    scratch: Path | None = None,
+) -> list[str]:
+    """Return the ffmpeg arguments encoding and measuring takes, whole or one stretch.
+
+    jobs and probes carry their indices in the whole render, which name their meters.
+    """
+    limited = [k for k, (_, plan, take) in enumerate(jobs) if _measures_loss(plan, take)]
+    branches: list[tuple[list[str], str]] = []
+    for k, (_, plan, take) in enumerate(jobs):
+        filters = _branch(plan, take.gain, take.limit)
+        if k in limited:
+            branches.append(([*filters, "asplit=2"], f"[o{k}][p{k}]"))
+        else:
+            branches.append((filters, f"[o{k}]"))
+    for j, (_, plan, gain, limit) in enumerate(probes):
+        branches.append((_branch(plan, gain, limit), f"[q{j}]"))
+    pre = list(source.pre_filters)
+    skip = 0
+    if segment is not None:
+        first, end, skip = _render_span(source, segment)
+        pre.insert(0, _trim(first, end))
+    if len(branches) == 1:
+        filters, labels = branches[0]
+        render = [f"[0:a:0]{','.join([*pre, *filters]) or 'anull'}{labels}"]
+    else:
+        split = "".join(f"[s{k}]" for k in range(len(branches)))
+        render = [f"[0:a:0]{','.join([*pre, f'asplit={len(branches)}'])}{split}"]
+        render += [
+            f"[s{k}]{','.join(f) or 'anull'}{labels}" for k, (f, labels) in enumerate(branches)
+        ]
+
+    args = ["-y", *source.input_args()]
+    if any(plan.video for _, plan, _ in jobs):
+        args += source.video_input_args()  # input 1: only its video stream is read
+    threads = engine_threads()
+    if threads:
+        args += ["-filter_threads", str(threads)]
+    args += ["-filter_complex", ";".join(render)]
+    for k, (index, plan, take) in enumerate(jobs):
+        if plan.video:
+            # Video first, as players expect; copied bit for bit.
+            args += ["-map", "1:v:0", "-c:v", "copy", "-map", f"[o{k}]"]
+            args += _video_audio_args(plan)
+        else:
+            args += ["-map", f"[o{k}]", *plan.fmt.encoder_args(plan.bitrate)]
+        args += ["-map_metadata", "-1", "-map_chapters", "-1"]
+        if threads:
+            args += ["-threads", str(threads)]
+        if segment is not None and scratch is not None:
+            args.append(file_url(_part_file(scratch, index, segment)))
+        else:
+            args.append(file_url(take.path))
+    # Raw PCM into the null muxer: only the loopback decoders below read these.
+    unencoded = [f"[p{k}]" for k in limited] + [f"[q{j}]" for j in range(len(probes))]
+    for label in unencoded:
+        args += ["-map", label, "-c:a", "pcm_f32le", "-f", "null", "-"]
+
+    # Every ebur128 sits in ONE graph: each prints its summary in several log calls at
+    # teardown, and graphs on different threads could interleave them.
+    measure = []
+    if analyse_input:
+        measure.append(f"[0:a:0]{source.chain('ebur128@input=peak=true:framelog=quiet')}[min]")
+    meters = [(f"out{index}", True) for index, _, _ in jobs]
+    meters += [(f"pre{jobs[k][0]}", False) for k in limited]
+    meters += [(f"probe{j}", False) for j, _, _, _ in probes]
+    for k, (name, peak) in enumerate(meters):
+        stream = 1 if k < len(jobs) and jobs[k][1].video else 0
+        args += ["-dec", f"{k}:{stream}"]
+        meter = _meter(source, name, segment, skip, scratch, peak=peak)
+        measure.append(f"[dec:{k}]{meter}[m{k}]")
+    args += ["-filter_complex", ";".join(measure)]
+    if analyse_input:
+        args += ["-map", "[min]"]
+    for k in range(len(meters)):
+        args += ["-map", f"[m{k}]"]
+    return [*args, "-f", "null", "-"]
 
 
 def _score(take: _Take, target: float | None, ceiling: float | None) -> tuple[float, ...]:
