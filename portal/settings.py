@@ -210,6 +210,8 @@ INTAKE_URL_CA_BUNDLE = os.getenv("INTAKE_URL_CA_BUNDLE", "")
 # Engine
 FFMPEG_BINARY = os.getenv("FFMPEG_BINARY", "")
 ENGINE_THREADS = envint("ENGINE_THREADS", 0)
+# ffmpeg processes one long job may run side by side (0: one per core, at most 4).
+ENGINE_WORKERS = envint("ENGINE_WORKERS", 0)
 
 # Remote providers: each base URL comes from PROVIDER_<KIND>_BASE_URL, defaulting to the real
 # service; SANDBOX_PROVIDERS=1 mounts offline emulators at /sandbox/ and points providers there.
