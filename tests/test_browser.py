@@ -200,7 +200,7 @@ def test_bob_uploads_and_watches_the_job_finish_live(
     out_row = page.locator("#job-live tbody tr", has_text=output.filename)
     expect(out_row).to_contain_text(f"{output.statistics['integrated']:.1f}")
     # Before the click: clicking scrolls the link (and so the wide outputs table) into view.
-    page.screenshot(path="/tmp/job-page.png", full_page=True)
+    page.screenshot(path=str(tmp_path / "job-page.png"), full_page=True)
     with page.expect_download() as info:
         download_link.click()
     data = Path(info.value.path()).read_bytes()

@@ -1,6 +1,6 @@
 """ApyHub: extract the audio track of a video as an asynchronous job, and collect it at once.
 
-Contract: /work/shared/providers.md, section "ApyHub", and the seed document
+Contract: ../shared/providers.md, section "ApyHub", and the seed document
 seeds/apyhub-extract-audio-job-api.txt ("Extract Audio from Video Job API"). The submit calls and
 their errors are documented; the URL variant's body and the status answer are not, so those are
 sent configurably and read tolerantly.

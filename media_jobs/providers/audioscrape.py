@@ -1,6 +1,6 @@
 """Audioscrape: upload audio into a dataset, let it transcribe and diarise, collect the transcript.
 
-Contract: /work/shared/providers.md, section "Audioscrape", and the seed document
+Contract: ../shared/providers.md, section "Audioscrape", and the seed document
 seeds/audioscrape-upload-api.txt ("Upload API"). Only the upload request and its answers are
 documented; the item and transcript bodies are not, so reading them is deliberately tolerant.
 """

@@ -1,6 +1,6 @@
 """Auphonic (audio post-production) as a remote provider: JSON API, API key or OAuth2 code flow.
 
-Contract: /work/shared/providers.md, section "Auphonic", and seeds/auphonic-api.txt ("the seed").
+Contract: ../shared/providers.md, section "Auphonic", and seeds/auphonic-api.txt ("the seed").
 Every answer comes in the envelope {"status_code", "error_code", "error_message", "form_errors",
 "data"}, errors included, so `classify_response` reads the provider's own words from it.
 """

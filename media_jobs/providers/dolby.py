@@ -1,6 +1,6 @@
 """Dolby.io Media APIs (enhance, analyze, diagnose, transcode) as a remote provider.
 
-The contract is /work/shared/providers.md, "Dolby.io Media", and the seed document
+The contract is ../shared/providers.md, "Dolby.io Media", and the seed document
 seeds/dolby-media-apis.txt; comments cite them as (contract) and (seed).
 """
 

@@ -1,6 +1,6 @@
 """Respeecher voice marketplace: upload an original, order voice conversions, collect each voice.
 
-Contract: /work/shared/providers.md, section "Respeecher", and seeds/respeecher-voice-api.txt
+Contract: ../shared/providers.md, section "Respeecher", and seeds/respeecher-voice-api.txt
 ("the seed"). A job is: find or create a project and a folder (both looked up by name through the
 documented list endpoints, so every job of an account reuses them), upload the original into the
 folder, order one conversion per voice, poll each conversion recording, download each result.

@@ -1,6 +1,6 @@
 """Emulator of the Dolby.io Media APIs: token, dlb:// storage, jobs, callbacks, real processing.
 
-Follows /work/shared/providers.md ("Dolby.io Media") and seeds/dolby-media-apis.txt. Mounted at
+Follows ../shared/providers.md ("Dolby.io Media") and seeds/dolby-media-apis.txt. Mounted at
 /sandbox/dolby/: the token endpoint is v1/auth/token, the API lives under media/, and the
 presigned storage links point at _storage/ on this same server.
 """
