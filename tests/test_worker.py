@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -314,3 +315,78 @@ def engine_probe(path: Path):
     from media_jobs import engine
 
     return engine.probe(path)
+
+
+def descendants(pid: int) -> set[int]:
+    """Return the pids of a process's children, grandchildren and so on (Linux /proc)."""
+    found: set[int] = set()
+    queue = [pid]
+    while queue:
+        current = queue.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
+            except FileNotFoundError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    queue.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.django_db
+def test_ctrl_c_on_serve_stops_the_server_the_worker_and_its_workers(tmp_path):
+    """`make run`'s serve: one Ctrl-C (SIGINT to its group) leaves no process behind."""
+    import requests
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
+        "REDIS_URL": "",
+        "Q_WORKERS": "2",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
+    )
+    serve = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=(tmp_path / "serve.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # like a terminal: Ctrl-C goes to this whole group
+    )
+    try:
+
+        def up() -> bool:
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(up, 60, "serve to answer", tmp_path / "serve.log")
+        wait_for(lambda: len(descendants(serve.pid)) >= 5, 30, "the cluster's workers")
+        family = descendants(serve.pid)
+        os.killpg(serve.pid, signal.SIGINT)
+        serve.wait(timeout=40)
+        wait_for(lambda: not any(alive(pid) for pid in family), 10, "every child to exit")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(serve.pid, signal.SIGKILL)
