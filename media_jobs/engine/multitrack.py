@@ -43,7 +43,7 @@ from typing import Any
 from .errors import EngineError, ParamsError
 from .ffmpeg import ProgressCallback, Reporter, engine_threads, file_url
 from .loudness import Loudness, parse_summaries, run_checked
-from .params import FORMATS
+from .params import FORMATS, as_flag, as_number
 from .probe import ProbeResult, probe
 
 TYPES = ("intro", "outro", "multitrack")
@@ -221,7 +221,7 @@ def validate_multi_inputs(
             seen_ids.setdefault(ident, index)
         entry["id"] = ident
 
-        offset = _number(item.get("offset"), f"{where}.offset", errors)
+        offset = as_number(item.get("offset"), f"{where}.offset", errors)
         if offset is not None and not 0 <= offset <= MAX_OFFSET:
             errors[f"{where}.offset"] = f"must be between 0 and {MAX_OFFSET:g} seconds"
         entry["offset"] = offset or 0.0
@@ -282,8 +282,8 @@ def _track_algorithms(
         # Auphonic renamed hipfilter to filtering; accept either.
         raw = section.get(key, section.get("hipfilter")) if key == "filtering" else section.get(key)
         if raw is not None:
-            result[key] = _flag(raw, f"{where}.{key}", errors)
-    amount = _number(section.get("denoiseamount"), f"{where}.denoiseamount", errors)
+            result[key] = as_flag(raw, f"{where}.{key}", errors)
+    amount = as_number(section.get("denoiseamount"), f"{where}.denoiseamount", errors)
     if amount is not None:
         if not 0 <= amount <= 100:
             errors[f"{where}.denoiseamount"] = "must be between 0 (automatic) and 100 dB"
@@ -309,36 +309,6 @@ def _track_id(value: Any, where: str, errors: dict[str, str]) -> str:
         errors[where] = f"must be printable text of at most {_MAX_ID} characters"
         return ""
     return ident
-
-
-def _flag(value: Any, where: str, errors: dict[str, str]) -> bool:
-    """Return a boolean from JSON or form input ("true"/"false"/"1"/"0")."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in {"true", "false", "1", "0", ""}:
-        return value.strip().lower() in {"true", "1"}
-    errors[where] = f"must be true or false, got {value!r}"
-    return False
-
-
-def _number(value: Any, where: str, errors: dict[str, str]) -> float | None:
-    """Return a finite float from a number or numeric string."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        errors[where] = f"must be a number, got {value!r}"
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        errors[where] = f"must be a number, got {value!r}"
-        return None
-    if not math.isfinite(number):
-        errors[where] = f"must be a finite number, got {value!r}"
-        return None
-    return number
 
 
 def track_formats(params: dict[str, Any]) -> list[str]:
@@ -415,7 +385,7 @@ def prepare(
     flag_errors: dict[str, str] = {}
     raw_multitrack = params.get("is_multitrack")
     is_multitrack = (
-        None if raw_multitrack is None else _flag(raw_multitrack, "is_multitrack", flag_errors)
+        None if raw_multitrack is None else as_flag(raw_multitrack, "is_multitrack", flag_errors)
     )
     if flag_errors:
         raise ParamsError(flag_errors)
@@ -505,8 +475,8 @@ def _top_algorithms(params: dict[str, Any]) -> dict[str, Any]:
     result = {}
     for key in _FLAG_ALGORITHMS:
         raw = section.get(key, section.get("hipfilter")) if key == "filtering" else section.get(key)
-        result[key] = False if raw is None else _flag(raw, f"algorithms.{key}", errors)
-    result["denoiseamount"] = _number(
+        result[key] = False if raw is None else as_flag(raw, f"algorithms.{key}", errors)
+    result["denoiseamount"] = as_number(
         section.get("denoiseamount"), "algorithms.denoiseamount", errors
     )
     if errors:
@@ -518,8 +488,8 @@ def _trim(params: dict[str, Any]) -> tuple[float, float | None]:
     """Return the trim window (start, duration) of params["video"], applied to the main."""
     video = params.get("video") or {}
     errors: dict[str, str] = {}
-    start = _number(video.get("start_time"), "video.start_time", errors) or 0.0
-    duration = _number(video.get("duration"), "video.duration", errors)
+    start = as_number(video.get("start_time"), "video.start_time", errors) or 0.0
+    duration = as_number(video.get("duration"), "video.duration", errors)
     if start < 0:
         errors["video.start_time"] = "must be zero or more seconds"
     if duration is not None and duration <= 0:

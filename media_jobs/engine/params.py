@@ -271,28 +271,28 @@ def validate_algorithms(
     for key in sorted(set(section) - known):
         label = f"{where}.{key}"
         if key in _MODEL_ALGORITHMS:
-            if _flag(section[key], label, errors):
+            if as_flag(section[key], label, errors):
                 errors[label] = (
                     f"{key} needs a speech model the built-in engine does not ship; "
                     "use the auphonic provider"
                 )
         elif key in _UNSUPPORTED_TOGGLES:
-            if _flag(section[key], label, errors):
+            if as_flag(section[key], label, errors):
                 errors[label] = "not supported by the built-in engine; switch it off"
         else:
             errors[label] = "unknown algorithm"
 
-    flags = {key: _flag(section.get(key), f"{where}.{key}", errors) for key in _ALGORITHM_FLAGS}
+    flags = {key: as_flag(section.get(key), f"{where}.{key}", errors) for key in _ALGORITHM_FLAGS}
     # Auphonic renamed hipfilter to filtering; accept either (providers.md).
     if section.get("filtering") is None and section.get("hipfilter") is not None:
-        flags["filtering"] = _flag(section["hipfilter"], f"{where}.filtering", errors)
+        flags["filtering"] = as_flag(section["hipfilter"], f"{where}.filtering", errors)
 
-    target = _number(section.get("loudnesstarget"), f"{where}.loudnesstarget", errors)
+    target = as_number(section.get("loudnesstarget"), f"{where}.loudnesstarget", errors)
     if target is not None and not TARGET_MIN <= target <= TARGET_MAX:
         errors[f"{where}.loudnesstarget"] = (
             f"must be between {TARGET_MIN:g} and {TARGET_MAX:g} LUFS, got {target:g}"
         )
-    maxpeak = _number(section.get("maxpeak"), f"{where}.maxpeak", errors)
+    maxpeak = as_number(section.get("maxpeak"), f"{where}.maxpeak", errors)
     if maxpeak is not None and not MAXPEAK_MIN <= maxpeak <= 0:
         errors[f"{where}.maxpeak"] = (
             f"must be between {MAXPEAK_MIN:g} and 0 dBTP (0 = automatic), got {maxpeak:g}"
@@ -304,7 +304,7 @@ def validate_algorithms(
     else:
         target = maxpeak = None
 
-    amount = _number(section.get("denoiseamount"), f"{where}.denoiseamount", errors)
+    amount = as_number(section.get("denoiseamount"), f"{where}.denoiseamount", errors)
     if amount is not None and not 0 <= amount <= DENOISE_MAX:
         errors[f"{where}.denoiseamount"] = (
             f"must be between 0 (automatic) and {DENOISE_MAX:g} dB, got {amount:g}"
@@ -320,7 +320,7 @@ def validate_algorithms(
             choices = ", ".join(DENOISE_METHODS)
             errors[f"{where}.denoisemethod"] = f"must be one of {choices}, got {method!r}"
 
-    pause = _number(section.get("silence_threshold_s"), f"{where}.silence_threshold_s", errors)
+    pause = as_number(section.get("silence_threshold_s"), f"{where}.silence_threshold_s", errors)
     low, high = SILENCE_THRESHOLD_RANGE
     if pause is not None and not low <= pause <= high:
         errors[f"{where}.silence_threshold_s"] = (
@@ -381,10 +381,10 @@ def _outputs(value: Any, errors: dict[str, str]) -> list[dict[str, Any]]:
             choices = ", ".join([*FORMATS, "tracks"])
             errors[f"{where}.format"] = f"unsupported format {name!r} (choose from {choices})"
             continue
-        mono = _flag(item.get("mono_mixdown"), f"{where}.mono_mixdown", errors)
+        mono = as_flag(item.get("mono_mixdown"), f"{where}.mono_mixdown", errors)
         bitrate = None
         if fmt.lossy:
-            bitrate = _number(item.get("bitrate"), f"{where}.bitrate", errors)
+            bitrate = as_number(item.get("bitrate"), f"{where}.bitrate", errors)
             bitrate = fmt.default_bitrate if bitrate is None else bitrate
             low, high = fmt.bitrate_range or (0, 0)
             if bitrate is not None and not (low <= bitrate <= high and bitrate == int(bitrate)):
@@ -422,16 +422,16 @@ def _video(section: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
     """Validate the trim window (seconds), as ApyHub's extract-audio job takes it."""
     for key in sorted(set(section) - _VIDEO_KEYS):
         errors[f"video.{key}"] = "unknown option"
-    start = _number(section.get("start_time"), "video.start_time", errors) or 0.0
+    start = as_number(section.get("start_time"), "video.start_time", errors) or 0.0
     if start < 0:
         errors["video.start_time"] = "must be zero or more seconds"
-    duration = _number(section.get("duration"), "video.duration", errors)
+    duration = as_number(section.get("duration"), "video.duration", errors)
     if duration is not None and duration <= 0:
         errors["video.duration"] = "must be more than zero seconds"
     return {"start_time": start, "duration": duration}
 
 
-def _flag(value: Any, where: str, errors: dict[str, str]) -> bool:
+def as_flag(value: Any, where: str, errors: dict[str, str]) -> bool:
     """Return a boolean from JSON or form input ("true"/"false"/"1"/"0")."""
     if value is None:
         return False
@@ -445,7 +445,7 @@ def _flag(value: Any, where: str, errors: dict[str, str]) -> bool:
     return False
 
 
-def _number(value: Any, where: str, errors: dict[str, str]) -> float | None:
+def as_number(value: Any, where: str, errors: dict[str, str]) -> float | None:
     """Return a finite float from a number or numeric string (Auphonic sends "128")."""
     if value is None or value == "":
         return None
