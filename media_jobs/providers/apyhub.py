@@ -102,14 +102,6 @@ RESULT_KEYS = (
 NESTS = ("data", "result", "job", "output")
 
 
-class ApyHubError(ProviderError):
-    """A classified ApyHub answer that keeps its HTTP status (submit reacts to some)."""
-
-    def __init__(self, message: str, *, status: int, **kwargs: Any):
-        super().__init__(message, **kwargs)
-        self.status = status
-
-
 class ApyHubProvider(Provider):
     kind = "apyhub"
     label = LABEL
@@ -194,7 +186,7 @@ class ApyHubProvider(Provider):
         # valid") suggests, so 404/400 mean the token got past authentication.
         try:
             client.request("GET", STATUS.format(job_id=PROBE_JOB_ID))
-        except ApyHubError as exc:
+        except ProviderError as exc:
             if exc.status not in (400, 404):
                 raise
         # 401 (auth error) and 429/5xx (we learnt nothing) were raised as they are.
@@ -214,7 +206,7 @@ class ApyHubProvider(Provider):
                 return None  # the storage host is busy: retry (Retry-After honoured)
             # 401/403/404/410 from the storage host say the link is dead (expired, "15 minutes
             # unless persistent=true"), not that the account is refused: keep it enabled.
-            return ApyHubError(
+            return ProviderError(
                 f"{LABEL}'s result link no longer works ({status}: {text}); it expires 15 minutes "
                 "after the job ends unless persistent is set. Run the job again.",
                 status=status,
@@ -236,7 +228,7 @@ class ApyHubProvider(Provider):
         else:
             message = f"{LABEL} rejected the request ({status}: {text})."
         # Any other 4xx refuses this request as it is: retrying it unchanged cannot help.
-        return ApyHubError(message, status=status, permanent=True)
+        return ProviderError(message, status=status, permanent=True)
 
     def is_api(self, url: str) -> bool:
         """Return whether a URL is one of ApyHub's job endpoints (not a result link)."""
@@ -273,7 +265,7 @@ class ApyHubProvider(Provider):
                     "POST", URL_SUBMIT, params=query, json={field: url, **fields}
                 )
                 intake = "url"
-            except ApyHubError as exc:
+            except ProviderError as exc:
                 if exc.status not in URL_FALLBACK_STATUSES:
                     raise
                 # Nothing was created: sending the bytes ourselves still gets the job done.

@@ -53,14 +53,6 @@ DATASET_PATH = re.compile(r"/datasets/(\d+)/items/?$")
 ITEM_PATH = re.compile(r"/items/(\d+)(/transcript)?/?$")
 
 
-class AudioscrapeError(ProviderError):
-    """A classified Audioscrape answer that keeps its HTTP status (the adapter reacts to some)."""
-
-    def __init__(self, message: str, *, status: int, **kwargs: Any):
-        super().__init__(message, **kwargs)
-        self.status = status
-
-
 class AudioscrapeProvider(Provider):
     kind = "audioscrape"
     label = LABEL
@@ -163,7 +155,7 @@ class AudioscrapeProvider(Provider):
         else:
             message = f"{LABEL} rejected the request ({status}: {text})."
         # Every 4xx left is a refusal of this request: retrying the same request cannot help.
-        return AudioscrapeError(message, status=status, permanent=True)
+        return ProviderError(message, status=status, permanent=True)
 
     # --- jobs ----------------------------------------------------------------------------
 
@@ -184,7 +176,7 @@ class AudioscrapeProvider(Provider):
             # Seed, "JSON URL upload": Audioscrape fetches https:// URLs server-side.
             try:
                 body = ctx.client.json("POST", path, json={"audio_url": url, **fields})
-            except AudioscrapeError as exc:
+            except ProviderError as exc:
                 if exc.status != 422:
                     raise
                 # 422: Audioscrape cannot reach our object store (a private MinIO, say). Nothing
@@ -228,7 +220,7 @@ class AudioscrapeProvider(Provider):
             # "the standard transcript endpoints" once published, so ask there.
             try:
                 answer = ctx.client.json("GET", f"items/{ctx.remote_id}/transcript")
-            except AudioscrapeError as exc:
+            except ProviderError as exc:
                 if exc.status != 404:
                     raise
                 answer = None

@@ -22,6 +22,7 @@ class ProviderError(Exception):
     permanent: retrying cannot help (rejected input, bad credentials): the job fails at once.
     auth: the provider refused the account's credentials: the account is disabled as well.
     retry_after: seconds the provider asked us to wait (429/503 `Retry-After`).
+    status: the HTTP status of the answer, when there was one (adapters react to some).
     """
 
     def __init__(
@@ -31,8 +32,10 @@ class ProviderError(Exception):
         permanent: bool = False,
         auth: bool = False,
         retry_after: float | None = None,
+        status: int | None = None,
     ):
         super().__init__(message)
+        self.status = status
         self.message = message
         self.permanent = permanent or auth
         self.auth = auth

@@ -74,12 +74,17 @@ def classify(response: requests.Response, label: str) -> ProviderError:
         return ProviderError(
             f"{label} refused the account's credentials ({status}: {text}). Reconnect the account.",
             auth=True,
+            status=status,
         )
     if status in TRANSIENT_STATUSES:
         return ProviderError(
-            f"{label} is unavailable ({status}: {text}).", retry_after=retry_after(response)
+            f"{label} is unavailable ({status}: {text}).",
+            retry_after=retry_after(response),
+            status=status,
         )
-    return ProviderError(f"{label} rejected the request ({status}: {text}).", permanent=True)
+    return ProviderError(
+        f"{label} rejected the request ({status}: {text}).", permanent=True, status=status
+    )
 
 
 class ProviderClient:
