@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from media_jobs.engine import ffmpeg_binary, process
+from media_jobs.engine import ffmpeg_binary, pipeline, process
 
 HIGHPASS_HZ = 80
 MP3_BITRATE = 128
@@ -138,6 +138,24 @@ def run_engine(
             "gain_db": stats.get("gain"),
             "warnings": stats.get("warnings", []),
         },
+    )
+
+
+def run_job(source: Path, params: dict[str, Any], out_dir: Path) -> Outcome:
+    """Run what a job runs around the engine: process, tags, both reports and the waveform."""
+    start = time.perf_counter()
+    marks: dict[str, float] = {}
+
+    def progress(fraction: float, stage: str) -> None:
+        marks.setdefault(stage, time.perf_counter())
+
+    result = pipeline.run(source, params, out_dir, basename="job", progress=progress)
+    end = time.perf_counter()
+    reporting = marks.get("reporting", end)
+    return Outcome(
+        outputs={output.format: output.path for output in result.outputs},
+        stages={"process": reporting - start, "reports": end - reporting},
+        details={"renders": result.statistics.get("renders"), "reports": len(result.reports)},
     )
 
 

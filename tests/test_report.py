@@ -14,7 +14,6 @@ from media_jobs.engine.report import (
     FrameStats,
     build_report,
     detailed_loudness,
-    frame_filter,
     parse_frame_line,
     parse_frames,
 )
@@ -156,10 +155,6 @@ def test_build_report_of_silence_has_no_values() -> None:
         "channels": 2,
         "sample_rate": RATE,
     }
-
-
-def test_frame_filter_is_a_named_frame_logging_meter() -> None:
-    assert frame_filter("in") == "ebur128@in=peak=true:framelog=info"
 
 
 # report: measured files

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import EngineError
-from .loudness import SILENCE_LUFS, Loudness, parse_summaries, run_checked
+from .loudness import DENORMAL_GUARD, SILENCE_LUFS, Loudness, parse_summaries, run_checked
 
 HIGHPASS_HZ = 80
 HUM_BASES = (50, 60)
@@ -321,6 +321,7 @@ def survey(
         measure = ",".join(
             [
                 *rest,
+                DENORMAL_GUARD,
                 "ebur128@survey=metadata=1:framelog=quiet",
                 f"ametadata=mode=print:key=lavfi.r128.M:file='{filter_path(momentary)}'",
             ]

@@ -17,6 +17,13 @@ from .probe import probe
 
 # ebur128 reports -70 LUFS (its absolute gate) when no block is loud enough to count.
 SILENCE_LUFS = -70.0
+# IIR filters (ebur128's K-weighting, a high-pass) fed digital silence decay into subnormal
+# numbers, which x86 computes many times slower: a meter over a programme with pauses ran at
+# half speed. adenorm adds noise at -351 dBFS, far under anything a meter resolves, and keeps
+# them normal. Every ebur128 the engine runs sits behind it.
+DENORMAL_GUARD = "adenorm"
+# ... so a peak under this (dB) is the guard's noise alone: digital silence, -inf.
+GUARD_FLOOR = -300.0
 
 _SUMMARY_RE = re.compile(r"\[ebur128@(\w+) @ [^\]]*\](?: \[\w+\])? Summary:")
 _PREFIXED_RE = re.compile(r"^\[[^\]]*\]")
@@ -58,7 +65,7 @@ def measure(
     reporter(0.0, "analysing")
     args = [
         "-vn", "-sn", "-dn", "-i", file_url(path), "-map", "0:a:0",
-        "-af", "ebur128@m=peak=true:framelog=quiet", "-f", "null", "-",
+        "-af", f"{DENORMAL_GUARD},ebur128@m=peak=true:framelog=quiet", "-f", "null", "-",
     ]  # fmt: skip
     lines = run_checked(args, path, duration=duration, on_progress=reporter.span(0, 1, "analysing"))
     result = parse_summaries(lines).get("m")
@@ -111,9 +118,11 @@ def parse_summaries(lines: Iterable[str]) -> dict[str, Loudness]:
         value = _VALUE_RE.match(line)
         if value:
             key = value.group(1).lower()
+            number = float(value.group(2))
             if key == "peak":
                 key = f"{section or 'true'}_peak"
-            current[key] = float(value.group(2))
+                number = -math.inf if number < GUARD_FLOOR else number
+            current[key] = number
     results: dict[str, Loudness] = {}
     for name, values in found.items():
         if "i" not in values:

@@ -42,7 +42,7 @@ from typing import Any
 
 from .errors import EngineError, ParamsError
 from .ffmpeg import ProgressCallback, Reporter, engine_threads, file_url
-from .loudness import Loudness, parse_summaries, run_checked
+from .loudness import DENORMAL_GUARD, Loudness, parse_summaries, run_checked
 from .params import FORMATS, as_flag, as_number
 from .probe import ProbeResult, probe
 
@@ -588,7 +588,9 @@ def _join(
     graph: list[str] = []
     for k, piece in enumerate(pieces):
         args += piece.input_args
-        graph.append(f"[{k}:a:0]{convert},ebur128@p{k}=peak=true:framelog=quiet[m{k}]")
+        graph.append(
+            f"[{k}:a:0]{convert},{DENORMAL_GUARD},ebur128@p{k}=peak=true:framelog=quiet[m{k}]"
+        )
     args += _graph_args(graph)
     for k in range(len(pieces)):
         args += ["-map", f"[m{k}]"]
@@ -766,7 +768,7 @@ def _analyse(tracks: list[_Track], workdir: Path, on_progress: Callable[[float],
         ]
         graph += [
             f"[{k}:a:0]aformat=sample_fmts=dbl,asplit=2[r{k}][w{k}]",
-            f"[r{k}]ebur128@t{k}=peak=true:framelog=quiet[x{k}]",
+            f"[r{k}]{DENORMAL_GUARD},ebur128@t{k}=peak=true:framelog=quiet[x{k}]",
             f"[w{k}]{','.join(branch)}[y{k}]",
         ]
     args += _graph_args(graph)
@@ -948,7 +950,7 @@ def _mix_graph(
     mix_inputs = []
     for track in tracks:
         k = track.index
-        measure = f"ebur128@a{k}=peak=true:framelog=quiet"
+        measure = f"{DENORMAL_GUARD},ebur128@a{k}=peak=true:framelog=quiet"
         if track.output is not None:
             graph.append(f"[{labels[k]}]{measure},asplit=2[mix{k}][out{k}]")
         else:
@@ -957,7 +959,7 @@ def _mix_graph(
     # normalize=0: the mixdown is the plain sum; process() normalises it afterwards.
     graph.append(
         f"{''.join(mix_inputs)}amix=inputs={len(tracks)}:normalize=0:duration=longest"
-        ":dropout_transition=0,ebur128@mix=peak=true:framelog=quiet[mixout]"
+        f":dropout_transition=0,{DENORMAL_GUARD},ebur128@mix=peak=true:framelog=quiet[mixout]"
     )
     return graph
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,18 +151,31 @@ def add_reports(
     basename: str,
     waveform_image: bool,
 ) -> list[OutputFile]:
-    """Fill in the detailed loudness report of input and output, and draw the waveform."""
-    statistics["input"] = {**report.detailed_loudness(source), **statistics.get("input", {})}
+    """Fill in the detailed loudness report of input and output, and draw the waveform.
+
+    The three measures decode different files (or the same one for different ends), each in
+    an ffmpeg of its own: they run side by side, so a long programme's reports take the time
+    of the longest, not of all three, where there are cores for them.
+    """
     media = [o for o in outputs if not o.format.startswith("tracks-")]
-    if not media:
-        return []
-    first = media[0]
-    detailed = report.detailed_loudness(first.path)
+    first = media[0] if media else None
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="report") as pool:
+        source_report = pool.submit(report.detailed_loudness, source)
+        if first is not None:
+            output_report = pool.submit(report.detailed_loudness, first.path)
+            waveform_job = pool.submit(
+                waveform.waveform_peaks,
+                first.path,
+                buckets=WAVEFORM_BUCKETS,
+                duration=first.statistics.get("duration"),
+            )
+        statistics["input"] = {**source_report.result(), **statistics.get("input", {})}
+        if first is None:
+            return []
+        detailed = output_report.result()
+        peaks = waveform_job.result()
     statistics["output"] = {**detailed, **statistics.get("output", {})}
     first.statistics = {**detailed, **first.statistics}
-    peaks = waveform.waveform_peaks(
-        first.path, buckets=WAVEFORM_BUCKETS, duration=first.statistics.get("duration")
-    )
     statistics["waveform"] = peaks
     if not waveform_image:
         return []

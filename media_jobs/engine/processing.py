@@ -62,7 +62,14 @@ from .ffmpeg import (
     file_url,
     run_parallel,
 )
-from .loudness import Blocks, Loudness, explain, parse_summaries, run_checked
+from .loudness import (
+    DENORMAL_GUARD,
+    Blocks,
+    Loudness,
+    explain,
+    parse_summaries,
+    run_checked,
+)
 from .params import FORMATS, Format, validate_params
 from .probe import ProbeResult, probe
 
@@ -94,6 +101,12 @@ MONO_DOWNMIX = "pan=mono|c0=0.5*c0+0.5*c1"
 # Share of the analysing span the survey pass takes when it runs (it does less than pass 1).
 SURVEY_SHARE = 0.4
 OVERSAMPLE_BELOW = 96000
+# A lossy output's first render limits at the input's rate when it limits shallow (less than
+# LOSS_FIT_DEPTH): its margin (PEAK_MARGINS, 1 dB and more) leaves room for the encoder's
+# excursion, which the few inter-sample overs of a shallow limit share, and the oversampling
+# round trip costs a fifth of a render. Deep limits, corrections and outputs with a smaller
+# margin limit oversampled.
+FIRST_RENDER_MARGIN = 1.0
 # Half swr's default: the round trip stays flat to 20 kHz at half the cost.
 OVERSAMPLE_FILTER_SIZE = 16
 # Share of the progress bar for pass 1 (it runs at ~400x, the render at ~150x).
@@ -151,6 +164,11 @@ FADE_S = 0.05
 # under RENDER_PREROLL_S to reach the state of an encoder that has run all along (mp3join.py).
 RENDER_PREROLL_S = 6.0
 RENDER_POSTROLL_S = 2.0
+# Encoders fed float samples that the filters left decaying towards zero (a high-pass after a
+# pause, a limiter's release) compute subnormal numbers, many times slower: LAME ran at half
+# speed, Vorbis at under half. 32-bit integers in front of every encoder turn those tails into
+# exact zeros and change nothing audible (one step is 2^-31, -187 dBFS).
+ENCODER_INPUT = "aformat=sample_fmts=s32p|s32"
 _CHUNK = 1024 * 1024
 
 
@@ -760,7 +778,7 @@ def _meter(
     before the stretch) and prints its momentary and short-term values to files, which
     _results gathers over all stretches.
     """
-    meter = f"ebur128@{name}=framelog=quiet" + (":peak=true" if peak else "")
+    meter = f"{DENORMAL_GUARD},ebur128@{name}=framelog=quiet" + (":peak=true" if peak else "")
     if segment is None or scratch is None:
         return meter
     parts = [_trim(skip, None)] if skip else []
@@ -1007,7 +1025,7 @@ def _render_args(
     limited = [k for k, (_, plan, take) in enumerate(jobs) if _measures_loss(plan, take)]
     branches: list[tuple[list[str], str]] = []
     for k, (_, plan, take) in enumerate(jobs):
-        filters = _branch(plan, take.gain, take.limit)
+        filters = [*_branch(plan, take.gain, take.limit), ENCODER_INPUT]
         if k in limited:
             branches.append(([*filters, "asplit=2"], f"[o{k}][p{k}]"))
         else:
@@ -1059,7 +1077,8 @@ def _render_args(
     # teardown, and graphs on different threads could interleave them.
     measure = []
     if analyse_input:
-        measure.append(f"[0:a:0]{source.chain('ebur128@input=peak=true:framelog=quiet')}[min]")
+        meter = _meter(source, "input", None, 0, None, peak=True)
+        measure.append(f"[0:a:0]{source.chain(meter)}[min]")
     meters = [(f"out{index}", True) for index, _, _ in jobs]
     meters += [(f"pre{jobs[k][0]}", False) for k in limited]
     meters += [(f"probe{j}", False) for j, _, _, _ in probes]
@@ -1107,7 +1126,7 @@ def _branch(plan: _Plan, gain: float, limit: float | None) -> list[str]:
         # within a few tenths of a dB (4x, as the BS.1770 meter oversamples, measured no
         # closer on harsh noise and costs twice as much). Only this limiter runs oversampled,
         # only when the peaks can reach the ceiling, and the output keeps its rate.
-        up = plan.rate * 2 if plan.rate < OVERSAMPLE_BELOW else None
+        up = plan.rate * 2 if _oversamples(plan, gain, limit) else None
         if up:
             filters.append(f"aresample={up}:filter_size={OVERSAMPLE_FILTER_SIZE}")
         # level=0: alimiter would otherwise normalise its output up to full scale;
@@ -1119,6 +1138,15 @@ def _branch(plan: _Plan, gain: float, limit: float | None) -> list[str]:
     elif plan.resample:
         filters.append(f"aresample={plan.rate}")
     return filters
+
+
+def _oversamples(plan: _Plan, gain: float, limit: float) -> bool:
+    """Return True when a take's limiter runs at twice the rate (see FIRST_RENDER_MARGIN)."""
+    if not plan.rate or plan.rate >= OVERSAMPLE_BELOW:
+        return False
+    if plan.renders > 0 or plan.margin < FIRST_RENDER_MARGIN or plan.source is None:
+        return True
+    return _depth(plan.source, gain, limit) >= LOSS_FIT_DEPTH
 
 
 def _needs_correction(plan: _Plan, target: float | None, ceiling: float | None) -> bool:

@@ -51,7 +51,7 @@ from .ffmpeg import (
     ffmpeg_binary,
     file_url,
 )
-from .loudness import Loudness, parse_summaries
+from .loudness import DENORMAL_GUARD, Loudness, parse_summaries
 from .probe import ProbeResult, probe
 
 # ebur128 prints this (10*log10(1e-12) - 0.691) for an empty window or digital silence.
@@ -77,7 +77,7 @@ _FRAME_RE = re.compile(
 
 def frame_filter(name: str) -> str:
     """Return an ebur128 filter named name that logs every frame and measures true peaks."""
-    return f"ebur128@{name}=peak=true:framelog=info"
+    return f"{DENORMAL_GUARD},ebur128@{name}=peak=true:framelog=info"
 
 
 @dataclasses.dataclass(frozen=True)
