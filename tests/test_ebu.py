@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from media_jobs.engine import measure
+from media_jobs.engine import measure, pipeline, process
 from media_jobs.engine.report import detailed_loudness, parse_frame_line
 from tests.media import ffmpeg
 
@@ -166,6 +166,22 @@ def test_ebu_case(signal: Tone | PeakTone, expect: Expect, tmp_path: Path) -> No
         settled = [s for t, _, s in frames if t >= SHORTTERM_SETTLED]
         assert settled
         assert all(_near(s, expect.shortterm) for s in settled), settled
+
+
+def test_a_jobs_input_report_reads_the_true_peak_pass_1_only_estimates(tmp_path):
+    # A tone at a quarter of the rate, 22.5 degrees off the samples: oversampling 2x (pass 1's
+    # estimate) lands its points 22.5 degrees either side of the crest and reads 0.7 dB low;
+    # 4x (BS.1770, the job's input report) lands on it.
+    tone = PeakTone(1 / 4, 22.5, -6.0, seconds=5.0).write(tmp_path / "tone.wav")
+    params = {
+        "algorithms": {"normloudness": True, "loudnesstarget": -23, "filtering": False},
+        "output_files": [{"format": "wav"}],
+    }
+    estimated = process(tone, params, tmp_path / "process").statistics["input"]["true_peak"]
+    assert estimated < -6.4  # the case tells the two apart
+    result = pipeline.run(tone, params, tmp_path / "job", waveform_image=False)
+    assert result.statistics["input"]["true_peak"] == pytest.approx(-6.0, abs=0.2)
+    assert measure(tone).true_peak == pytest.approx(-6.0, abs=0.2)
 
 
 def _near(value: float | None, expected: float) -> bool:

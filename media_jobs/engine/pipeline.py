@@ -169,7 +169,11 @@ def add_reports(
                 buckets=WAVEFORM_BUCKETS,
                 duration=first.statistics.get("duration"),
             )
-        statistics["input"] = {**source_report.result(), **statistics.get("input", {})}
+        measured = source_report.result()
+        statistics["input"] = {**measured, **statistics.get("input", {})}
+        # process() only estimates the input's true peak (processing's pass 1): the report
+        # measures it as BS.1770 asks.
+        statistics["input"]["true_peak"] = measured["true_peak"]
         if first is None:
             return []
         detailed = output_report.result()

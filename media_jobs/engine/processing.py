@@ -3,9 +3,9 @@
 Never ffmpeg's loudnorm (DESIGN.md, "Known pitfalls": it resamples to 192 kHz and silently
 turns dynamic). Instead:
 
-1. analyse: one decode of the trimmed, filtered input through ebur128=peak=true gives the
-   integrated loudness the gain comes from and the true peak that says whether a limiter
-   is needed;
+1. analyse: one decode of the trimmed, filtered input through ebur128 gives the integrated
+   loudness the gain comes from, and a 2x-oversampled estimate of its true peak
+   (loudness.PEAK_ESTIMATE_TAPS) says whether a limiter is needed and how deep it works;
 2. render: one decode feeds every output (asplit); each branch applies its gain, a true-peak
    limiter only where the gained peaks would reach the ceiling, and a resampler only where
    its encoder cannot carry the input's rate. In the same ffmpeg run a loopback decoder
@@ -67,7 +67,9 @@ from .loudness import (
     Blocks,
     Loudness,
     explain,
+    parse_peak_estimates,
     parse_summaries,
+    peak_estimate_filters,
     run_checked,
 )
 from .params import FORMATS, Format, validate_params
@@ -742,11 +744,11 @@ def _analyse_args(
         chain = f"[pre]{','.join(rest) or 'anull'}"
     else:
         chain = f"[0:a:0]{','.join(pre) or 'anull'}"
-    measure = _meter(source, "analyse", segment, skip, scratch, peak=True)
+    measure = _meter(source, "analyse", segment, skip, scratch, peak="estimate")
     if mono:
         graph.append(f"{chain},asplit=2[full][down]")
         graph.append(f"[full]{measure}[out]")
-        down = _meter(source, "mono", segment, skip, scratch, peak=True)
+        down = _meter(source, "mono", segment, skip, scratch, peak="estimate")
         graph.append(f"[down]{MONO_DOWNMIX},{down},anullsink")
     else:
         graph.append(f"{chain},{measure}[out]")
@@ -770,24 +772,30 @@ def _meter(
     skip: int,
     scratch: Path | None,
     *,
-    peak: bool,
+    peak: str | None,
 ) -> str:
     """Return the filters measuring a stream as ebur128@name.
 
-    For a stretch, the meter drops the first skip samples (its lead starts METER_LEAD_S
-    before the stretch) and prints its momentary and short-term values to files, which
-    _results gathers over all stretches.
+    peak: "true" for ebur128's true peak, "estimate" for the cheaper 2x estimate (pass 1,
+    loudness.peak_estimate_filters; the filters then hold several chains, fed through the
+    first and leaving through the last), None for none. For a stretch, the meter drops the
+    first skip samples (its lead starts METER_LEAD_S before the stretch) and prints its
+    momentary and short-term values to files, which _results gathers over all stretches.
     """
-    meter = f"{DENORMAL_GUARD},ebur128@{name}=framelog=quiet" + (":peak=true" if peak else "")
-    if segment is None or scratch is None:
-        return meter
-    parts = [_trim(skip, None)] if skip else []
-    if segment.index:
+    parts = [_trim(skip, None)] if segment is not None and skip else []
+    if segment is not None and segment.index:
         parts.append(f"afade=t=in:d={FADE_S}")
-    parts.append(meter + ":metadata=1")
-    for key, path in zip("MS", _meter_files(scratch, name, segment), strict=True):
-        parts.append(f"ametadata=mode=print:key=lavfi.r128.{key}:file='{algo.filter_path(path)}'")
-    return ",".join(parts)
+    parts.append(DENORMAL_GUARD)
+    meter = f"ebur128@{name}=framelog=quiet" + (":peak=true" if peak == "true" else "")
+    if segment is not None and scratch is not None:
+        meter += ":metadata=1"
+        for key, path in zip("MS", _meter_files(scratch, name, segment), strict=True):
+            meter += f",ametadata=mode=print:key=lavfi.r128.{key}:file='{algo.filter_path(path)}'"
+    if peak != "estimate":
+        return ",".join([*parts, meter])
+    parts.append(f"asplit=2[lm_{name}][pk_{name}]")
+    side = f"[pk_{name}]{peak_estimate_filters(name, source.rate)}"
+    return f"{','.join(parts)};{side};[lm_{name}]{meter}"
 
 
 def _meter_files(scratch: Path, name: str, segment: _Segment) -> tuple[Path, Path]:
@@ -824,10 +832,10 @@ def _results(
 ) -> dict[str, Loudness]:
     """Return what every named meter measured, over all stretches when there are several."""
     if len(logs) == 1 or source.segments is None or scratch is None:
-        return parse_summaries(logs[0])
+        return _summaries(logs[0])
     assert source.rate
     step = source.rate // 10
-    summaries = [parse_summaries(lines) for lines in logs]
+    summaries = [_summaries(lines) for lines in logs]
     results: dict[str, Loudness] = {}
     for name in names:
         blocks = Blocks()
@@ -844,6 +852,16 @@ def _results(
             blocks.true_peak = math.nan if any(math.isnan(p) for p in peaks) else max(peaks)
             results[name] = blocks.loudness()
     return results
+
+
+def _summaries(lines: list[str]) -> dict[str, Loudness]:
+    """Return every meter's reading in one run's log, a peak estimate as its true peak."""
+    found = parse_summaries(lines)
+    for name, peak in parse_peak_estimates(lines).items():
+        if name in found:
+            # To ebur128's printed resolution, as its own readings come.
+            found[name].true_peak = round(peak, 1) if math.isfinite(peak) else peak
+    return found
 
 
 def _plan_gain(plans: list[_Plan], measured: dict[str, Any], target: float, ceiling: float) -> None:
@@ -916,7 +934,7 @@ def _render(
         for k, _, take in parts:
             _join(source, scratch, k, take.path)
     if rest:
-        results.update(parse_summaries(logs[-1]))
+        results.update(_summaries(logs[-1]))
 
     for k, (plan, take) in indexed:
         take.measured = results.get(f"out{k}")
@@ -1077,11 +1095,11 @@ def _render_args(
     # teardown, and graphs on different threads could interleave them.
     measure = []
     if analyse_input:
-        meter = _meter(source, "input", None, 0, None, peak=True)
+        meter = _meter(source, "input", None, 0, None, peak="true")
         measure.append(f"[0:a:0]{source.chain(meter)}[min]")
-    meters = [(f"out{index}", True) for index, _, _ in jobs]
-    meters += [(f"pre{jobs[k][0]}", False) for k in limited]
-    meters += [(f"probe{j}", False) for j, _, _, _ in probes]
+    meters: list[tuple[str, str | None]] = [(f"out{index}", "true") for index, _, _ in jobs]
+    meters += [(f"pre{jobs[k][0]}", None) for k in limited]
+    meters += [(f"probe{j}", None) for j, _, _, _ in probes]
     for k, (name, peak) in enumerate(meters):
         stream = 1 if k < len(jobs) and jobs[k][1].video else 0
         args += ["-dec", f"{k}:{stream}"]
