@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from media_jobs import engine
-from media_jobs.engine import EngineCancelled, EngineError, ParamsError, mp3join, processing
+from media_jobs.engine import (
+    EngineCancelled,
+    EngineError,
+    ParamsError,
+    mp3join,
+    pipeline,
+    processing,
+    report,
+)
 from media_jobs.engine import ffmpeg as engine_ffmpeg
 from tests.media import (
     SPEECH_ENVELOPES,
@@ -325,6 +333,31 @@ def _spawned(monkeypatch) -> list[Any]:
 
     monkeypatch.setattr(engine_ffmpeg, "spawn", counting)
     return launched
+
+
+def test_a_long_jobs_output_report_comes_with_its_render(
+    tmp_path, monkeypatch, stretches, long_speech
+):
+    measured: list[Path] = []
+    detailed = report.detailed_loudness
+
+    def recording(path, **kwargs):
+        measured.append(Path(path))
+        return detailed(path, **kwargs)
+
+    monkeypatch.setattr(report, "detailed_loudness", recording)
+    result = pipeline.run(long_speech, PODCAST, tmp_path, waveform_image=False)
+    [output] = result.outputs
+    # The input is decoded for its report; the output's came from the render's own meters.
+    assert measured == [long_speech]
+    expected = detailed(output.path)
+    keys = ["integrated", "lra", "true_peak", "max_momentary", "max_shortterm"]
+    assert all(expected[key] is not None for key in keys)  # the comparisons compare something
+    for key in [*keys, "noise_level", "snr"]:
+        got = result.statistics["output"][key]
+        # The pauses are digital silence: no noise floor (None), in both.
+        assert got == (None if expected[key] is None else pytest.approx(expected[key], abs=0.2))
+        assert output.statistics[key] == got, key
 
 
 def test_it_renders_a_long_programme_in_parallel_stretches(

@@ -47,6 +47,8 @@ class Loudness:
     integrated: float  # LUFS
     lra: float  # LU
     true_peak: float  # dBTP
+    # A meter run in stretches keeps its blocks (report.FrameStats) for the detailed report.
+    frames: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the figures as a JSON-ready dict (silence's -inf peak becomes None)."""

@@ -162,7 +162,12 @@ def add_reports(
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="report") as pool:
         source_report = pool.submit(report.detailed_loudness, source)
         if first is not None:
-            output_report = pool.submit(report.detailed_loudness, first.path)
+            # A long programme's output report came with its render (measured in stretches).
+            output_report = (
+                pool.submit(report.detailed_loudness, first.path)
+                if "max_momentary" not in first.statistics
+                else None
+            )
             waveform_job = pool.submit(
                 waveform.waveform_peaks,
                 first.path,
@@ -176,7 +181,7 @@ def add_reports(
         statistics["input"]["true_peak"] = measured["true_peak"]
         if first is None:
             return []
-        detailed = output_report.result()
+        detailed = output_report.result() if output_report is not None else {}
         peaks = waveform_job.result()
     statistics["output"] = {**detailed, **statistics.get("output", {})}
     first.statistics = {**detailed, **first.statistics}

@@ -74,6 +74,7 @@ from .loudness import (
 )
 from .params import FORMATS, Format, validate_params
 from .probe import ProbeResult, probe
+from .report import build_report, frames_from_blocks
 
 # Re-render when an encoded output misses the target by more than this (LU).
 CORRECTION_TOLERANCE = 0.3
@@ -851,6 +852,9 @@ def _results(
             # NaN: a meter without peak=true; -inf: silence.
             blocks.true_peak = math.nan if any(math.isnan(p) for p in peaks) else max(peaks)
             results[name] = blocks.loudness()
+            if name.startswith("out"):
+                # An output's detailed report, which a job would decode the file again for.
+                results[name].frames = frames_from_blocks(blocks.momentary, blocks.short_term)
     return results
 
 
@@ -1387,6 +1391,8 @@ def _finish(plan: _Plan) -> OutputFile:
     measured = plan.best.measured
     assert measured is not None
     statistics = measured.as_dict()
+    if measured.frames is not None:
+        statistics = build_report(measured, measured.frames)
     statistics.update(
         duration=round(facts.duration, 3), sample_rate=facts.sample_rate, channels=facts.channels
     )

@@ -91,7 +91,11 @@ class Frame:
 
 def _lufs(text: str) -> float | None:
     """Return a printed loudness, or None for ebur128's "no value" readings."""
-    value = float(text)
+    return _level(float(text))
+
+
+def _level(value: float) -> float | None:
+    """Return a loudness reading, or None for ebur128's "no value" readings."""
     return value if math.isfinite(value) and value > _NO_VALUE_LUFS else None
 
 
@@ -170,6 +174,21 @@ class FrameStats:
     def noise_level(self) -> float | None:
         """Return the estimated noise floor (LUFS), None for digital silence or no frames."""
         return self.momentary_percentile(NOISE_PERCENTILE)
+
+
+def frames_from_blocks(momentary: Iterable[float], short_term: Iterable[float]) -> FrameStats:
+    """Return the statistics of a meter's full-window blocks (loudness.Blocks), not its log.
+
+    A programme measured in stretches has every 400 ms and 3 s block it would have had in
+    one run; its detailed report comes from those without decoding the file again.
+    """
+    stats = FrameStats()
+    for value in momentary:
+        stats.add(Frame(_MOMENTARY_FULL, _level(value), None))
+    for value in short_term:
+        # t = 0: a short-term value alone says nothing of the momentary window.
+        stats.add(Frame(0.0, None, _level(value)))
+    return stats
 
 
 def parse_frames(lines: Iterable[str], *, instance: str | None = None) -> FrameStats:
