@@ -27,8 +27,8 @@ GUARD_FLOOR = -300.0
 
 # Pass 1 needs the input's true peak only to decide: whether a limiter is needed and how deep
 # it will work. ebur128's true peak (4x, resampled to 192 kHz) is over half the pass's time;
-# oversampling 2x costs under half as much and reads speech as ebur128 does (the bench's hour
-# of speech-like audio: -17.60 against -17.6 dBTP), since speech peaks are low in frequency;
+# oversampling 2x costs under half as much and reads speech as ebur128 does (ten minutes of
+# the bench's speech-like audio: -17.60 against -17.6 dBTP): speech peaks are low in frequency;
 # at worst it reads 0.7 dB under, on a tone at a quarter of the sample rate. The ceiling
 # itself is checked on every output with ebur128's 4x meter.
 PEAK_ESTIMATE_TAPS = 16
