@@ -205,29 +205,28 @@ def main(argv: list[str] | None = None) -> int:
     params = podcast_params()
     target = float(params["algorithms"]["loudnesstarget"])
     ceiling = float(params["algorithms"]["maxpeak"])
-    two_formats = {
-        **params,
-        "output_files": [
-            {"format": "mp3", "bitrate": MP3_BITRATE},
-            {"format": "aac", "bitrate": MP3_BITRATE},
-        ],
-    }
-
     # The second output's own encoder and verification are all a second format adds: with a
     # lossless one (cheap to encode) that shows what the outputs share; with AAC, whose
     # encoder costs more than LAME, it cannot come near the 1.2x target on two cores.
-    with_lossless = {
-        **params,
-        "output_files": [{"format": "mp3", "bitrate": MP3_BITRATE}, {"format": "flac"}],
-    }
+    mp3 = {"format": "mp3", "bitrate": MP3_BITRATE}
+    two_formats = {**params, "output_files": [mp3, {"format": "aac", "bitrate": MP3_BITRATE}]}
+    with_lossless = {**params, "output_files": [mp3, {"format": "flac"}]}
 
     CACHE.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
-    engine = Run(
-        "engine",
-        "engine.process(), podcast preset: high-pass, -16 LUFS, -1 dBTP, MP3 128k",
-        seconds,
-        lambda: run_engine(source, params, work / "engine"),
+
+    def engine_run(
+        name: str,
+        what: str,
+        run_params: dict[str, Any],
+        path: Path = source,
+        length: float = seconds,
+    ) -> Run:
+        """Return a run of engine.process() on path (the hour unless told) into work/name."""
+        return Run(name, what, length, lambda: run_engine(path, run_params, work / name))
+
+    engine = engine_run(
+        "engine", "engine.process(), podcast preset: high-pass, -16 LUFS, -1 dBTP, MP3 128k", params
     )
     ideal = Run(
         "ideal",
@@ -241,17 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         seconds,
         lambda: run_naive(source, work / "naive.mp3", target, ceiling),
     )
-    two = Run(
+    two = engine_run(
         "engine_two_formats",
         "engine.process(), podcast preset with MP3 128k + AAC 128k outputs",
-        seconds,
-        lambda: run_engine(source, two_formats, work / "two"),
+        two_formats,
     )
-    two_lossless = Run(
+    two_lossless = engine_run(
         "engine_mp3_flac",
         "engine.process(), podcast preset with MP3 128k + FLAC outputs (no target)",
-        seconds,
-        lambda: run_engine(source, with_lossless, work / "lossless"),
+        with_lossless,
     )
     job = Run(
         "job",
@@ -265,12 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = [*compared, two_lossless, job]
     long_run = None
     if long_source is not None:
-        long_run = Run(
-            "engine_3h",
-            "engine.process(), podcast preset, on the three-hour input",
-            seconds * LONG_TIMES,
-            lambda: run_engine(long_source, params, work / "long"),
-        )
+        long_run = engine_run(
+            "engine_3h", "engine.process(), podcast preset, on the three-hour input", params,
+            long_source, seconds * LONG_TIMES,
+        )  # fmt: skip
         runs.append(long_run)
 
     try:

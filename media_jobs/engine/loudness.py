@@ -9,11 +9,14 @@ import re
 from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import EngineError
 from .ffmpeg import FFmpegFailed, ProgressCallback, Reporter, describe, file_url, run_ffmpeg
 from .probe import probe
+
+if TYPE_CHECKING:  # report imports this module
+    from .report import FrameStats
 
 # ebur128 reports -70 LUFS (its absolute gate) when no block is loud enough to count.
 SILENCE_LUFS = -70.0
@@ -48,8 +51,8 @@ class Loudness:
     integrated: float  # LUFS
     lra: float  # LU
     true_peak: float  # dBTP
-    # A meter run in stretches keeps its blocks (report.FrameStats) for the detailed report.
-    frames: Any = dataclasses.field(default=None, repr=False, compare=False)
+    # A meter run in stretches keeps its blocks' statistics for the detailed report.
+    frames: FrameStats | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the figures as a JSON-ready dict (silence's -inf peak becomes None)."""
@@ -111,8 +114,8 @@ def explain(failed: FFmpegFailed, path: str | os.PathLike[str]) -> EngineError:
 def peak_estimate_filters(name: str, rate: int | None) -> str:
     """Return a sink chain estimating the true peak of what it is fed (see PEAK_ESTIMATE_TAPS).
 
-    It prints as astats@pk_<name>, which parse_peak_estimates() reads; what feeds it should
-    be denormal-guarded.
+    It prints as astats@pk_<name>, which parse_summaries() takes as ebur128@<name>'s true
+    peak; what feeds it should be denormal-guarded.
     """
     stats = f"astats@pk_{name}=measure_perchannel=none:measure_overall=Peak_level,anullsink"
     if rate and rate >= 96000:
@@ -120,24 +123,22 @@ def peak_estimate_filters(name: str, rate: int | None) -> str:
     return f"aresample={2 * (rate or 48000)}:filter_size={PEAK_ESTIMATE_TAPS},{stats}"
 
 
-def parse_peak_estimates(lines: Iterable[str]) -> dict[str, float]:
-    """Return the peak (dB) every peak_estimate_filters() chain printed, by name."""
-    found: dict[str, float] = {}
-    for line in lines:
-        match = _PEAK_RE.search(line)
-        if match:
-            value = float(match.group(2))
-            silent = math.isnan(value) or value < GUARD_FLOOR
-            found[match.group(1)] = -math.inf if silent else value
-    return found
-
-
 def parse_summaries(lines: Iterable[str]) -> dict[str, Loudness]:
-    """Return the Summary of every named ebur128 instance (ebur128@name) in ffmpeg's stderr."""
+    """Return the Summary of every named ebur128 instance (ebur128@name) in ffmpeg's stderr.
+
+    An instance with a peak_estimate_filters() chain of its name gets that estimate as its
+    true peak, to ebur128's printed resolution.
+    """
     found: dict[str, dict[str, float]] = {}
+    estimates: dict[str, float] = {}
     current: dict[str, float] | None = None
     section = ""
     for line in lines:
+        estimate = _PEAK_RE.search(line)
+        if estimate:
+            peak = _peak(float(estimate.group(2)))
+            estimates[estimate.group(1)] = round(peak, 1) if math.isfinite(peak) else peak
+            continue
         match = _SUMMARY_RE.search(line)
         if match:
             current = found.setdefault(match.group(1), {})
@@ -158,12 +159,14 @@ def parse_summaries(lines: Iterable[str]) -> dict[str, Loudness]:
             number = float(value.group(2))
             if key == "peak":
                 key = f"{section or 'true'}_peak"
-                number = -math.inf if number < GUARD_FLOOR else number
+                number = _peak(number)
             current[key] = number
     results: dict[str, Loudness] = {}
     for name, values in found.items():
         if "i" not in values:
             continue
+        if name in estimates:
+            values["true_peak"] = estimates[name]
         results[name] = Loudness(
             integrated=values["i"],
             lra=values.get("lra", 0.0),
@@ -171,6 +174,11 @@ def parse_summaries(lines: Iterable[str]) -> dict[str, Loudness]:
             true_peak=values.get("true_peak", math.nan),
         )
     return results
+
+
+def _peak(value: float) -> float:
+    """Return a printed peak (dB), -inf for digital silence (the guard's noise alone)."""
+    return -math.inf if math.isnan(value) or value < GUARD_FLOOR else value
 
 
 # Momentary blocks are 400 ms long and short-term ones 3 s, both every 100 ms (BS.1770-4,

@@ -67,7 +67,6 @@ from .loudness import (
     Blocks,
     Loudness,
     explain,
-    parse_peak_estimates,
     parse_summaries,
     peak_estimate_filters,
     run_checked,
@@ -833,10 +832,10 @@ def _results(
 ) -> dict[str, Loudness]:
     """Return what every named meter measured, over all stretches when there are several."""
     if len(logs) == 1 or source.segments is None or scratch is None:
-        return _summaries(logs[0])
+        return parse_summaries(logs[0])
     assert source.rate
     step = source.rate // 10
-    summaries = [_summaries(lines) for lines in logs]
+    summaries = [parse_summaries(lines) for lines in logs]
     results: dict[str, Loudness] = {}
     for name in names:
         blocks = Blocks()
@@ -856,16 +855,6 @@ def _results(
                 # An output's detailed report, which a job would decode the file again for.
                 results[name].frames = frames_from_blocks(blocks.momentary, blocks.short_term)
     return results
-
-
-def _summaries(lines: list[str]) -> dict[str, Loudness]:
-    """Return every meter's reading in one run's log, a peak estimate as its true peak."""
-    found = parse_summaries(lines)
-    for name, peak in parse_peak_estimates(lines).items():
-        if name in found:
-            # To ebur128's printed resolution, as its own readings come.
-            found[name].true_peak = round(peak, 1) if math.isfinite(peak) else peak
-    return found
 
 
 def _plan_gain(plans: list[_Plan], measured: dict[str, Any], target: float, ceiling: float) -> None:
@@ -938,7 +927,7 @@ def _render(
         for k, _, take in parts:
             _join(source, scratch, k, take.path)
     if rest:
-        results.update(_summaries(logs[-1]))
+        results.update(parse_summaries(logs[-1]))
 
     for k, (plan, take) in indexed:
         take.measured = results.get(f"out{k}")
