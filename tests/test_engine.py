@@ -591,6 +591,23 @@ def test_it_extracts_to_the_end_and_normalises_a_video(tmp_path, video):
     assert ebur128(path)["integrated"] == pytest.approx(-16.0, abs=0.5)
 
 
+def test_a_trimmed_wav_keeps_exactly_the_samples_asked_for(tmp_path, monkeypatch, quiet_speech):
+    # WAV inputs are read in large packets (ffmpeg.demuxer_args); a trim must still start
+    # and end on the exact sample, wherever it falls inside a packet.
+    launched = _spawned(monkeypatch)
+    params = {
+        "algorithms": {"filtering": False},
+        "output_files": [{"format": "wav"}],
+        "video": {"start_time": 2.5, "duration": 3},
+    }
+    result = engine.process(quiet_speech, params, tmp_path)
+    assert launched and all("-max_size" in proc.args for proc in launched)
+    source, output = read_pcm(quiet_speech), read_pcm(result.outputs[0].path)
+    first = round(2.5 * 44100)
+    assert output.shape == (3 * 44100, 2)
+    assert (output == source[first : first + 3 * 44100]).all()
+
+
 def test_it_refuses_a_start_time_past_the_end(tmp_path, video):
     with pytest.raises(EngineError, match="beyond the end"):
         engine.process(video, {"video": {"start_time": 60}}, tmp_path)

@@ -524,10 +524,8 @@ def _input_args(path: Path, start: float = 0.0, duration: float | None = None) -
 
 
 def _graph_args(graph: list[str]) -> list[str]:
-    """Return -filter_complex for graph, with the configured filter thread cap."""
-    threads = engine_threads()
-    args = ["-filter_threads", str(threads)] if threads else []
-    return [*args, "-filter_complex", ";".join(graph)]
+    """Return -filter_complex for graph (ffmpeg_command sets the filter threads)."""
+    return ["-filter_complex", ";".join(graph)]
 
 
 def _layout(channels: int | None) -> str:

@@ -57,6 +57,7 @@ from .ffmpeg import (
     FFmpegFailed,
     ProgressCallback,
     Reporter,
+    demuxer_args,
     engine_threads,
     engine_workers,
     file_url,
@@ -284,6 +285,7 @@ class _Source:
     rate: int | None = None
     segments: list[_Segment] | None = None  # stretches for parallel passes, None: one process
     scratch: Path | None = None  # a hidden directory in the output's for parallel passes' files
+    demuxer: list[str] = dataclasses.field(default_factory=list)  # options before every -i
 
     def scratch_dir(self, out: Path) -> Path:
         """Return (making it on first use) the directory for parallel passes' working files."""
@@ -301,7 +303,7 @@ class _Source:
             args += ["-ss", f"{self.start:.6f}"]
         if self.duration is not None:
             args += ["-t", f"{self.duration:.6f}"]
-        return [*args, "-i", file_url(self.path)]
+        return [*args, *self.demuxer, "-i", file_url(self.path)]
 
     def chain(self, *filters: str) -> str:
         """Return the input's filter chain followed by filters."""
@@ -310,7 +312,7 @@ class _Source:
     def stretch_args(self, start: float, duration: float) -> list[str]:
         """Return input options reading only [start, start + duration) of the source."""
         args = ["-vn", "-sn", "-dn", "-ss", f"{self.start + start:.6f}", "-t", f"{duration:.6f}"]
-        return [*args, "-i", file_url(self.path)]
+        return [*args, *self.demuxer, "-i", file_url(self.path)]
 
     def video_input_args(self) -> list[str]:
         """Return input options for the input's video stream, trimmed like the audio."""
@@ -490,7 +492,15 @@ def _source(path: str | os.PathLike[str], info: ProbeResult, options: dict[str, 
     if options["algorithms"]["filtering"]:
         # Filter before measuring, so the gain is computed on what will be rendered.
         pre.append(algo.highpass())
-    return _Source(path, start, duration, span, pre, rate=info.sample_rate)
+    return _Source(
+        path,
+        start,
+        duration,
+        span,
+        pre,
+        rate=info.sample_rate,
+        demuxer=demuxer_args(info.format_name),
+    )
 
 
 def _split(source: _Source, info: ProbeResult, algorithms: dict[str, Any]) -> list[_Segment] | None:
@@ -1062,8 +1072,6 @@ def _render_args(
     if any(plan.video for _, plan, _ in jobs):
         args += source.video_input_args()  # input 1: only its video stream is read
     threads = engine_threads()
-    if threads:
-        args += ["-filter_threads", str(threads)]
     args += ["-filter_complex", ";".join(render)]
     for k, (index, plan, take) in enumerate(jobs):
         if plan.video:

@@ -45,10 +45,11 @@ from .ffmpeg import (
     FFmpegFailed,
     ProgressCallback,
     Reporter,
+    demuxer_args,
     describe,
     engine_threads,
     error_messages,
-    ffmpeg_binary,
+    ffmpeg_command,
     file_url,
 )
 from .loudness import DENORMAL_GUARD, Loudness, parse_summaries
@@ -251,7 +252,7 @@ def detailed_loudness(
     if threads:
         input_args += ["-threads", str(threads)]
     args = [
-        *input_args, "-i", file_url(path), "-map", "0:a:0",
+        *input_args, *demuxer_args(info.format_name), "-i", file_url(path), "-map", "0:a:0",
         "-af", frame_filter(_INSTANCE), "-f", "null", "-",
     ]  # fmt: skip
     seconds = info.duration
@@ -291,8 +292,7 @@ def stream_ffmpeg(
     long frame log never crowds out the Summary or the errors. An exception from on_line
     (EngineCancelled included) kills ffmpeg and propagates; a failed run raises EngineError.
     """
-    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info"]
-    cmd += list(args)
+    cmd = [*ffmpeg_command(), *args]
     try:
         # stdout is not read, so stderr can be read here without a thread: nothing can block.
         proc = subprocess.Popen(
