@@ -29,11 +29,11 @@ DENORMAL_GUARD = "adenorm"
 GUARD_FLOOR = -300.0
 
 # Pass 1 needs the input's true peak only to decide: whether a limiter is needed and how deep
-# it will work. ebur128's true peak (4x, resampled to 192 kHz) is over half the pass's time;
-# oversampling 2x costs under half as much and reads speech as ebur128 does (ten minutes of
-# the bench's speech-like audio: -17.60 against -17.6 dBTP): speech peaks are low in frequency;
-# at worst it reads 0.7 dB under, on a tone at a quarter of the sample rate. The ceiling
-# itself is checked on every output with ebur128's 4x meter.
+# it will work. ebur128's true peak (resampled to 192 kHz, 32 taps a phase) is over half the
+# pass's time; oversampling 2x costs under half as much and reads speech as ebur128 does (ten
+# minutes of the bench's speech-like audio: -17.60 against -17.6 dBTP): speech peaks are low
+# in frequency; at worst it reads 0.7 dB under, on a tone at a quarter of the sample rate.
+# Outputs are checked at 4x, as BS.1770 oversamples (processing.PEAK_CHECK_ALLOWANCE).
 PEAK_ESTIMATE_TAPS = 16
 _PEAK_RE = re.compile(
     r"\[astats@pk_(\w+) @ [^\]]*\](?: \[\w+\])? Peak level dB:\s*(-?(?:inf|nan|[\d.]+))",
@@ -111,16 +111,17 @@ def explain(failed: FFmpegFailed, path: str | os.PathLike[str]) -> EngineError:
     return failed
 
 
-def peak_estimate_filters(name: str, rate: int | None) -> str:
-    """Return a sink chain estimating the true peak of what it is fed (see PEAK_ESTIMATE_TAPS).
+def peak_estimate_filters(name: str, rate: int | None, factor: int = 2) -> str:
+    """Return a sink chain reading the true peak of what it is fed, oversampled factor times.
 
     It prints as astats@pk_<name>, which parse_summaries() takes as ebur128@<name>'s true
-    peak; what feeds it should be denormal-guarded.
+    peak; what feeds it should be denormal-guarded. Rates of 96 kHz and more are read as
+    they are (see PEAK_ESTIMATE_TAPS).
     """
     stats = f"astats@pk_{name}=measure_perchannel=none:measure_overall=Peak_level,anullsink"
     if rate and rate >= 96000:
         return stats
-    return f"aresample={2 * (rate or 48000)}:filter_size={PEAK_ESTIMATE_TAPS},{stats}"
+    return f"aresample={factor * (rate or 48000)}:filter_size={PEAK_ESTIMATE_TAPS},{stats}"
 
 
 def parse_summaries(lines: Iterable[str]) -> dict[str, Loudness]:
