@@ -307,6 +307,30 @@ def test_it_keeps_the_best_take_when_a_correction_lands_worse(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_peak_read_within_the_check_allowance_of_the_ceiling_counts_as_over(tmp_path):
+    # Outputs are read at 4x, which can sit up to PEAK_CHECK_ALLOWANCE under ebur128's
+    # 192 kHz reading of the same file: -1.05 dBTP at 4x may be over -1.0 by ebur128.
+    plan = processing._Plan(
+        fmt=engine.FORMATS["mp3"], bitrate=128, filename="a.mp3", path=tmp_path / "a.mp3",
+        temp=tmp_path / ".a.mp3.part", rate=44100, resample=False, margin=1.0,
+        encoder_gain=-0.2, codec=engine.FORMATS["mp3"], muxer="mp3",
+    )  # fmt: skip
+    [take] = plan.start_render()
+    take.path.write_bytes(b"x")
+    take.measured = engine.Loudness(-16.0, 3.0, -1.05)
+    plan.keep(take, -16.0, -1.0)
+    assert processing._needs_correction(plan, -16.0, -1.0)
+    with pytest.raises(EngineError, match="ceiling"):
+        processing._final_check([plan], -16.0, -1.0)
+    [safer] = plan.start_render()
+    safer.path.write_bytes(b"y")
+    safer.measured = engine.Loudness(-16.3, 3.0, -1.2)
+    plan.keep(safer, -16.0, -1.0)
+    assert plan.best is safer
+    assert not processing._needs_correction(plan, -16.0, -1.0)
+    plan.discard()
+
+
 # process: long programmes in parallel stretches
 
 
