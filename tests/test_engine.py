@@ -287,12 +287,17 @@ def test_it_holds_target_and_ceiling_on_speech_like_noise(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["output.m4a", "output.mp3", "output.opus"]
 
 
-def test_it_keeps_the_best_take_when_a_correction_lands_worse(tmp_path):
-    plan = processing._Plan(
+def _mp3_plan(tmp_path: Path) -> processing._Plan:
+    """Return an MP3 output's plan, as _plans() makes it, for takes set by hand."""
+    return processing._Plan(
         fmt=engine.FORMATS["mp3"], bitrate=128, filename="a.mp3", path=tmp_path / "a.mp3",
         temp=tmp_path / ".a.mp3.part", rate=44100, resample=False, margin=1.0,
         encoder_gain=-0.2, codec=engine.FORMATS["mp3"], muxer="mp3",
     )  # fmt: skip
+
+
+def test_it_keeps_the_best_take_when_a_correction_lands_worse(tmp_path):
+    plan = _mp3_plan(tmp_path)
     levels = [(-16.4, -0.5), (-16.1, -1.2), (-16.0, -0.8), (-17.0, -3.0)]
     for integrated, peak in levels:
         [take] = plan.start_render()
@@ -310,11 +315,7 @@ def test_it_keeps_the_best_take_when_a_correction_lands_worse(tmp_path):
 def test_a_peak_read_within_the_check_allowance_of_the_ceiling_counts_as_over(tmp_path):
     # Outputs are read at 4x, which can sit up to PEAK_CHECK_ALLOWANCE under ebur128's
     # 192 kHz reading of the same file: -1.05 dBTP at 4x may be over -1.0 by ebur128.
-    plan = processing._Plan(
-        fmt=engine.FORMATS["mp3"], bitrate=128, filename="a.mp3", path=tmp_path / "a.mp3",
-        temp=tmp_path / ".a.mp3.part", rate=44100, resample=False, margin=1.0,
-        encoder_gain=-0.2, codec=engine.FORMATS["mp3"], muxer="mp3",
-    )  # fmt: skip
+    plan = _mp3_plan(tmp_path)
     [take] = plan.start_render()
     take.path.write_bytes(b"x")
     take.measured = engine.Loudness(-16.0, 3.0, -1.05)
