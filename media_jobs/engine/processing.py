@@ -116,8 +116,9 @@ OVERSAMPLE_FILTER_SIZE = 16
 # BS.1770 prescribes; swr, loudness.PEAK_ESTIMATE_TAPS taps a phase) at under half the cost
 # of ebur128's 192 kHz one. The two read the same peaks on different grids; on the bench's
 # hour the 4x reading came out up to 0.1 dB under ebur128's, so the check adds this much.
-CHECK_OVERSAMPLING = 4
 PEAK_CHECK_ALLOWANCE = 0.1
+# _meter's cheaper peak readings and their oversampling: pass 1's estimate, outputs' check.
+_OVERSAMPLING = {"estimate": 2, "check": 4}
 # Share of the progress bar for pass 1 (it runs at ~400x, the render at ~150x).
 ANALYSE_SHARE = 0.25
 # Leave the limiter out when the gained input's true peak stays this far under its limit
@@ -789,16 +790,15 @@ def _meter(
     scratch: Path | None,
     *,
     peak: str | None,
-    factor: int = 2,
     rate: int | None = None,
 ) -> str:
     """Return the filters measuring a stream as ebur128@name.
 
-    peak: "true" for ebur128's true peak, "estimate" for the cheaper reading oversampled
-    factor times (loudness.peak_estimate_filters: 2x in pass 1, 4x for outputs; the filters
-    then hold several chains, fed through the first and leaving through the last), None for
-    none. rate is the stream's, when not the input's. For a stretch, the meter drops the
-    first skip samples (its lead starts METER_LEAD_S before the stretch) and prints its
+    peak: "true" for ebur128's true peak, "estimate" (2x, pass 1) or "check" (4x, encoded
+    outputs) for the cheaper reading of loudness.peak_estimate_filters (the filters then hold
+    several chains, fed through the first and leaving through the last), None for none.
+    rate is the stream's, when not the input's. For a stretch, the meter drops the first skip
+    samples (its lead starts METER_LEAD_S before the stretch) and prints its
     momentary and short-term values to files, which _results gathers over all stretches.
     """
     parts = [_trim(skip, None)] if segment is not None and skip else []
@@ -810,17 +810,17 @@ def _meter(
         meter += ":metadata=1"
         for key, path in zip("MS", _meter_files(scratch, name, segment), strict=True):
             meter += f",ametadata=mode=print:key=lavfi.r128.{key}:file='{algo.filter_path(path)}'"
-    if peak != "estimate":
+    if peak not in _OVERSAMPLING:
         return ",".join([*parts, meter])
     parts.append(f"asplit=2[lm_{name}][pk_{name}]")
-    side = f"[pk_{name}]{peak_estimate_filters(name, rate or source.rate, factor)}"
+    side = f"[pk_{name}]{peak_estimate_filters(name, rate or source.rate, _OVERSAMPLING[peak])}"
     return f"{','.join(parts)};{side};[lm_{name}]{meter}"
 
 
-def _output_peak(plan: _Plan, source: _Source) -> tuple[str, int]:
-    """Return (peak, factor) for the meter of an encoded output (see PEAK_CHECK_ALLOWANCE)."""
+def _output_peak(plan: _Plan, source: _Source) -> str:
+    """Return the peak reading (_meter's peak) of an encoded output (see PEAK_CHECK_ALLOWANCE)."""
     rate = plan.rate or source.rate or 48000
-    return ("estimate", CHECK_OVERSAMPLING) if rate < OVERSAMPLE_BELOW else ("true", 1)
+    return "check" if rate < OVERSAMPLE_BELOW else "true"
 
 
 def _over(measured: Loudness, ceiling: float) -> float:
@@ -1118,15 +1118,15 @@ def _render_args(
     if analyse_input:
         meter = _meter(source, "input", None, 0, None, peak="true")
         measure.append(f"[0:a:0]{source.chain(meter)}[min]")
-    meters: list[tuple[str, tuple[str | None, int], int | None]] = [
+    meters: list[tuple[str, str | None, int | None]] = [
         (f"out{index}", _output_peak(plan, source), plan.rate) for index, plan, _ in jobs
     ]
-    meters += [(f"pre{jobs[k][0]}", (None, 1), None) for k in limited]
-    meters += [(f"probe{j}", (None, 1), None) for j, _, _, _ in probes]
-    for k, (name, (peak, factor), rate) in enumerate(meters):
+    meters += [(f"pre{jobs[k][0]}", None, None) for k in limited]
+    meters += [(f"probe{j}", None, None) for j, _, _, _ in probes]
+    for k, (name, peak, rate) in enumerate(meters):
         stream = 1 if k < len(jobs) and jobs[k][1].video else 0
         args += ["-dec", f"{k}:{stream}"]
-        meter = _meter(source, name, segment, skip, scratch, peak=peak, factor=factor, rate=rate)
+        meter = _meter(source, name, segment, skip, scratch, peak=peak, rate=rate)
         measure.append(f"[dec:{k}]{meter}[m{k}]")
     args += ["-filter_complex", ";".join(measure)]
     if analyse_input:
