@@ -423,6 +423,28 @@ def test_it_renders_a_long_programme_in_parallel_stretches(
     ]
 
 
+def test_lossless_outputs_are_measured_on_what_their_encoder_is_fed(
+    tmp_path, monkeypatch, stretches, long_speech
+):
+    launched = _spawned(monkeypatch)
+    params = {
+        **PODCAST,
+        "output_files": [{"format": "mp3"}, {"format": "flac"}, {"format": "wav-24bit"}],
+    }
+    result = engine.process(long_speech, params, tmp_path)
+    # The MP3 renders in stretches; the lossless outputs in one more process, whose meters
+    # read the samples its encoders are fed: nothing is decoded again.
+    [lossless] = [proc for proc in launched if any(".flac." in arg for arg in proc.args)]
+    assert "-dec" not in lossless.args
+    assert all("-dec" in proc.args for proc in launched if "libmp3lame" in proc.args)
+    for output in result.outputs:
+        measured = ebur128(output.path)
+        assert measured["integrated"] == pytest.approx(-16.0, abs=0.5), output.filename
+        assert measured["true_peak"] <= -1.0
+        for key in ("integrated", "lra", "true_peak"):
+            assert output.statistics[key] == pytest.approx(measured[key], abs=0.15), key
+
+
 def test_it_cancels_parallel_stretches_and_leaves_nothing(
     tmp_path, monkeypatch, stretches, long_speech
 ):

@@ -35,6 +35,9 @@ GUARD_FLOOR = -300.0
 # in frequency; at worst it reads 0.7 dB under, on a tone at a quarter of the sample rate.
 # Outputs are checked at 4x, as BS.1770 oversamples (processing.PEAK_CHECK_ALLOWANCE).
 PEAK_ESTIMATE_TAPS = 16
+# ... in single precision, which pass 1's doubles would otherwise carry into the resampler at
+# a fifth more of its cost; a peak needs no more than float's 24 bits.
+PEAK_ESTIMATE_SAMPLES = "aformat=sample_fmts=fltp"
 _PEAK_RE = re.compile(
     r"\[astats@pk_(\w+) @ [^\]]*\](?: \[\w+\])? Peak level dB:\s*(-?(?:inf|nan|[\d.]+))",
     re.IGNORECASE,
@@ -121,7 +124,8 @@ def peak_estimate_filters(name: str, rate: int | None, factor: int = 2) -> str:
     stats = f"astats@pk_{name}=measure_perchannel=none:measure_overall=Peak_level,anullsink"
     if rate and rate >= 96000:
         return stats
-    return f"aresample={factor * (rate or 48000)}:filter_size={PEAK_ESTIMATE_TAPS},{stats}"
+    up = f"aresample={factor * (rate or 48000)}:filter_size={PEAK_ESTIMATE_TAPS}"
+    return f"{PEAK_ESTIMATE_SAMPLES},{up},{stats}"
 
 
 def parse_summaries(lines: Iterable[str]) -> dict[str, Loudness]:

@@ -29,6 +29,9 @@ class Format:
     bitrate_range: tuple[int, int] | None = None
     sample_rates: tuple[int, ...] | None = None  # None: any rate
     vbr: bool = False  # bitrate is a hint for a quality level
+    # A lossless format's stored sample format: the graph converts to it before the encoder,
+    # so what a meter reads there is what the file holds (processing._meters_inline).
+    samples: str | None = None
 
     def output_rate(self, rate: int | None) -> int | None:
         """Return the input's rate when this format can carry it, else the nearest it can."""
@@ -137,6 +140,7 @@ FORMATS: dict[str, Format] = {
         # 16-bit like Auphonic's flac/wav; without this flac would pick 24-bit from our floats.
         codec_args=("-c:a", "flac", "-sample_fmt", "s16"),
         lossy=False,
+        samples="s16",
     ),
     "alac": Format(
         name="alac",
@@ -144,6 +148,7 @@ FORMATS: dict[str, Format] = {
         muxer="ipod",
         codec_args=("-c:a", "alac", "-sample_fmt", "s16p", "-movflags", "+faststart"),
         lossy=False,
+        samples="s16p",
     ),
     "wav": Format(
         name="wav",
@@ -152,6 +157,7 @@ FORMATS: dict[str, Format] = {
         # rf64 only kicks in past 4 GiB, where plain RIFF sizes overflow.
         codec_args=("-c:a", "pcm_s16le", "-rf64", "auto"),
         lossy=False,
+        samples="s16",
     ),
     "wav-24bit": Format(
         name="wav-24bit",
@@ -159,6 +165,8 @@ FORMATS: dict[str, Format] = {
         muxer="wav",
         codec_args=("-c:a", "pcm_s24le", "-rf64", "auto"),
         lossy=False,
+        # pcm_s24le keeps the top 24 bits: the meter reads the 8 it drops too (under -138 dB).
+        samples="s32",
     ),
     # The processed audio muxed back into the input's own container, its video stream copied;
     # processing.VIDEO_CONTAINERS picks the muxer and audio codec from the input.

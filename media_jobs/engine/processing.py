@@ -950,7 +950,7 @@ def _render(
     results: dict[str, Loudness] = {}
     if spliced:
         names = [f"out{k}" for k, _, _ in parts]
-        names += [f"pre{k}" for k, plan, take in parts if _measures_loss(plan, take)]
+        names += [f"pre{k}" for k, plan, take in parts if _measures_before(plan, take)]
         names += [f"probe{j}" for j, plan, _, _ in probes if plan in spliced]
         results.update(_results(source, logs[: len(logs) - bool(rest)], names, scratch))
         assert scratch is not None
@@ -963,8 +963,9 @@ def _render(
         take.measured = results.get(f"out{k}")
         if take.measured is None:
             raise EngineError(f"The encoded {plan.fmt.name} output could not be measured.")
-        before = results.get(f"pre{k}")
-        if before is not None and take.limit is not None:
+        # A lossless output's own reading is its limiter's (_measures_before).
+        before = take.measured if plan.codec.samples else results.get(f"pre{k}")
+        if before is not None and take.limit is not None and _measures_loss(plan, take):
             plan.note_loss(take.gain, take.limit, before)
     for j, plan, gain, limit in probes:
         probed = results.get(f"probe{j}")
@@ -1063,14 +1064,15 @@ def _render_args(
 
     jobs and probes carry their indices in the whole render, which name their meters.
     """
-    limited = [k for k, (_, plan, take) in enumerate(jobs) if _measures_loss(plan, take)]
+    inline = _meters_inline(jobs, analyse_input)
+    limited = [k for k, (_, plan, take) in enumerate(jobs) if _measures_before(plan, take)]
     branches: list[tuple[list[str], str]] = []
     for k, (_, plan, take) in enumerate(jobs):
-        filters = [*_branch(plan, take.gain, take.limit), ENCODER_INPUT]
-        if k in limited:
-            branches.append(([*filters, "asplit=2"], f"[o{k}][p{k}]"))
-        else:
-            branches.append((filters, f"[o{k}]"))
+        filters = [*_branch(plan, take.gain, take.limit), _encoder_input(plan)]
+        labels = [f"[o{k}]", *([f"[p{k}]"] if k in limited else []), *([f"[l{k}]"] * inline)]
+        if len(labels) > 1:
+            filters.append(f"asplit={len(labels)}")
+        branches.append((filters, "".join(labels)))
     for j, (_, plan, gain, limit) in enumerate(probes):
         branches.append((_branch(plan, gain, limit), f"[q{j}]"))
     pre = list(source.pre_filters)
@@ -1087,6 +1089,22 @@ def _render_args(
         render += [
             f"[s{k}]{','.join(f) or 'anull'}{labels}" for k, (f, labels) in enumerate(branches)
         ]
+
+    meters: list[tuple[str, str | None, int | None]] = [
+        (f"out{index}", _output_peak(plan, source), plan.rate) for index, plan, _ in jobs
+    ]
+    meters += [(f"pre{jobs[k][0]}", None, None) for k in limited]
+    meters += [(f"probe{j}", None, None) for j, _, _, _ in probes]
+    chains = [
+        _meter(source, name, segment, skip, scratch, peak=peak, rate=rate)
+        for name, peak, rate in meters
+    ]
+    if inline:
+        # Lossless outputs are measured on the samples their encoder is fed (the file's, bit
+        # for bit) and probes as they leave their limiter, in the render's own graph.
+        feeds = [f"[l{k}]" for k in range(len(jobs))] + [f"[q{j}]" for j in range(len(probes))]
+        for k, (feed, chain) in enumerate(zip(feeds, chains, strict=True)):
+            render.append(f"{feed}{chain}[m{k}]")
 
     args = ["-y", *source.input_args()]
     if any(plan.video for _, plan, _ in jobs):
@@ -1107,33 +1125,67 @@ def _render_args(
             args.append(file_url(_part_file(scratch, index, segment)))
         else:
             args.append(file_url(take.path))
-    # Raw PCM into the null muxer: only the loopback decoders below read these.
-    unencoded = [f"[p{k}]" for k in limited] + [f"[q{j}]" for j in range(len(probes))]
-    for label in unencoded:
-        args += ["-map", label, "-c:a", "pcm_f32le", "-f", "null", "-"]
+    if not inline:
+        args += _loopback_meters(source, jobs, chains, limited, len(probes), analyse_input)
+    if analyse_input:
+        args += ["-map", "[min]"]
+    for k in range(len(chains)):
+        args += ["-map", f"[m{k}]"]
+    return [*args, "-f", "null", "-"]
 
-    # Every ebur128 sits in ONE graph: each prints its summary in several log calls at
-    # teardown, and graphs on different threads could interleave them.
+
+def _loopback_meters(
+    source: _Source,
+    jobs: list[tuple[int, _Plan, _Take]],
+    chains: list[str],
+    limited: list[int],
+    probes: int,
+    analyse_input: bool,
+) -> list[str]:
+    """Return the arguments decoding the outputs again and feeding each its meter chain [m<k>].
+
+    The unencoded streams ([p<k>] before an encoder, [q<j>] a probe limiter) go through the
+    same loopback as raw PCM: every ebur128 must sit in ONE graph, because each prints its
+    summary in several log calls at teardown and graphs on different threads could
+    interleave them.
+    """
+    args: list[str] = []
+    # Raw PCM into the null muxer: only the loopback decoders below read these.
+    for label in [f"[p{k}]" for k in limited] + [f"[q{j}]" for j in range(probes)]:
+        args += ["-map", label, "-c:a", "pcm_f32le", "-f", "null", "-"]
     measure = []
     if analyse_input:
         meter = _meter(source, "input", None, 0, None, peak="true")
         measure.append(f"[0:a:0]{source.chain(meter)}[min]")
-    meters: list[tuple[str, str | None, int | None]] = [
-        (f"out{index}", _output_peak(plan, source), plan.rate) for index, plan, _ in jobs
-    ]
-    meters += [(f"pre{jobs[k][0]}", None, None) for k in limited]
-    meters += [(f"probe{j}", None, None) for j, _, _, _ in probes]
-    for k, (name, peak, rate) in enumerate(meters):
+    for k, chain in enumerate(chains):
         stream = 1 if k < len(jobs) and jobs[k][1].video else 0
         args += ["-dec", f"{k}:{stream}"]
-        meter = _meter(source, name, segment, skip, scratch, peak=peak, rate=rate)
-        measure.append(f"[dec:{k}]{meter}[m{k}]")
-    args += ["-filter_complex", ";".join(measure)]
-    if analyse_input:
-        args += ["-map", "[min]"]
-    for k in range(len(meters)):
-        args += ["-map", f"[m{k}]"]
-    return [*args, "-f", "null", "-"]
+        measure.append(f"[dec:{k}]{chain}[m{k}]")
+    return [*args, "-filter_complex", ";".join(measure)]
+
+
+def _meters_inline(jobs: list[tuple[int, _Plan, _Take]], analyse_input: bool) -> bool:
+    """Return True when a run's meters can all sit in its render graph: every output lossless.
+
+    An encoded output is measured by decoding it again (a loopback decoder feeding a second
+    graph); a run with none spares the decoders and the hand-offs between their threads.
+    """
+    return not analyse_input and all(plan.codec.samples and not plan.video for _, plan, _ in jobs)
+
+
+def _measures_before(plan: _Plan, take: _Take) -> bool:
+    """Return True when a take is also measured before its encoder (see _measures_loss).
+
+    A lossless output's own meter reads what its encoder is fed, so it needs no second one.
+    """
+    return plan.codec.lossy and _measures_loss(plan, take)
+
+
+def _encoder_input(plan: _Plan) -> str:
+    """Return the conversion in front of an output's encoder (see ENCODER_INPUT)."""
+    if plan.codec.samples:
+        return f"aformat=sample_fmts={plan.codec.samples}"
+    return ENCODER_INPUT
 
 
 def _score(take: _Take, target: float | None, ceiling: float | None) -> tuple[float, ...]:
