@@ -11,6 +11,7 @@ import pytest
 
 from media_jobs import samples
 from media_jobs.engine import EngineCancelled, ParamsError, process
+from media_jobs.engine import ffmpeg as engine_ffmpeg
 from media_jobs.engine.multitrack import (
     InputSpec,
     prepare,
@@ -182,13 +183,21 @@ def test_it_overlaps_an_intro_by_its_offset(tmp_path, intro_main_outro):
     assert prepared.duration == pytest.approx(12.0, abs=0.1)
 
 
-def test_it_applies_the_trim_to_the_main_only(tmp_path, intro_main_outro):
+def test_it_applies_the_trim_to_the_main_only(tmp_path, monkeypatch, intro_main_outro):
     intro, main, outro = intro_main_outro
+    commands: list[list[str]] = []
+    spawn = engine_ffmpeg.spawn
+    monkeypatch.setattr(
+        engine_ffmpeg, "spawn", lambda cmd, **kw: commands.append(cmd) or spawn(cmd, **kw)
+    )
     params = {"video": {"start_time": 2, "duration": 5}}
     prepared = prepare(
         main, [InputSpec("intro", intro), InputSpec("outro", outro)], params, tmp_path
     )
     assert prepared.duration == pytest.approx(11.0, abs=0.1)
+    # Every WAV is read in large packets (ffmpeg.input_args), the trimmed main included.
+    reads = [cmd for cmd in commands if any(arg.endswith(".wav") for arg in cmd)]
+    assert reads and all("-max_size" in cmd for cmd in reads)
     assert "video" not in prepared.params  # process() must not trim the joined file again
 
 

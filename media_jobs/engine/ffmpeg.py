@@ -120,6 +120,30 @@ def demuxer_args(format_name: str | None) -> list[str]:
     return []
 
 
+def input_args(
+    path: str | os.PathLike[str],
+    *,
+    format_name: str | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    video: bool = False,
+) -> list[str]:
+    """Return the options reading one input file: its audio (or video) streams only.
+
+    format_name (a probe's) lets PCM containers be read in large packets (demuxer_args);
+    start and duration trim with input seeking, so nothing outside is decoded.
+    """
+    args = ["-an" if video else "-vn", "-sn", "-dn"]
+    threads = engine_threads()
+    if threads and not video:
+        args += ["-threads", str(threads)]
+    if start:
+        args += ["-ss", f"{start:.6f}"]
+    if duration is not None:
+        args += ["-t", f"{duration:.6f}"]
+    return [*args, *demuxer_args(format_name), "-i", file_url(path)]
+
+
 def file_url(path: str | os.PathLike[str]) -> str:
     """Return an ffmpeg URL for a local path that no option or protocol parsing can misread."""
     return "file:" + os.path.abspath(os.fspath(path))

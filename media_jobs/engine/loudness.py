@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import EngineError
-from .ffmpeg import FFmpegFailed, ProgressCallback, Reporter, describe, file_url, run_ffmpeg
+from .ffmpeg import FFmpegFailed, ProgressCallback, Reporter, describe, input_args, run_ffmpeg
 from .probe import probe
 
 if TYPE_CHECKING:  # report imports this module
@@ -83,7 +83,7 @@ def measure(
         duration = probe(path).duration
     reporter(0.0, "analysing")
     args = [
-        "-vn", "-sn", "-dn", "-i", file_url(path), "-map", "0:a:0",
+        *input_args(path), "-map", "0:a:0",
         "-af", f"{DENORMAL_GUARD},ebur128@m=peak=true:framelog=quiet", "-f", "null", "-",
     ]  # fmt: skip
     lines = run_checked(args, path, duration=duration, on_progress=reporter.span(0, 1, "analysing"))

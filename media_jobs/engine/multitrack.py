@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EngineError, ParamsError
-from .ffmpeg import ProgressCallback, Reporter, engine_threads, file_url
+from .ffmpeg import ProgressCallback, Reporter, file_url, input_args
 from .loudness import DENORMAL_GUARD, Loudness, parse_summaries, run_checked
 from .params import FORMATS, as_flag, as_number
 from .probe import ProbeResult, probe
@@ -510,24 +510,6 @@ def _probe(path: Path, label: str) -> ProbeResult:
     return info
 
 
-def _input_args(path: Path, start: float = 0.0, duration: float | None = None) -> list[str]:
-    """Return the options that read one input (audio only, optionally trimmed)."""
-    args = ["-vn", "-sn", "-dn"]
-    threads = engine_threads()
-    if threads:
-        args += ["-threads", str(threads)]
-    if start:
-        args += ["-ss", f"{start:.6f}"]
-    if duration is not None:
-        args += ["-t", f"{duration:.6f}"]
-    return [*args, "-i", file_url(path)]
-
-
-def _graph_args(graph: list[str]) -> list[str]:
-    """Return -filter_complex for graph (ffmpeg_command sets the filter threads)."""
-    return ["-filter_complex", ";".join(graph)]
-
-
 def _layout(channels: int | None) -> str:
     """Return the working channel layout: mono stays mono, anything else becomes stereo."""
     return "mono" if channels == 1 else "stereo"
@@ -562,12 +544,15 @@ def _join(
 
     pieces: list[_Piece] = []
     if intro is not None:
-        span = _probe(intro.path, "the intro").duration
-        pieces.append(_Piece("intro", intro.id, _input_args(intro.path), span))
-    pieces.append(_Piece(main_label, "", _input_args(main, start, length), main_span))
+        info = _probe(intro.path, "the intro")
+        reading = input_args(intro.path, format_name=info.format_name)
+        pieces.append(_Piece("intro", intro.id, reading, info.duration))
+    reading = input_args(main, format_name=main_info.format_name, start=start, duration=length)
+    pieces.append(_Piece(main_label, "", reading, main_span))
     if outro is not None:
-        span = _probe(outro.path, "the outro").duration
-        pieces.append(_Piece("outro", outro.id, _input_args(outro.path), span))
+        info = _probe(outro.path, "the outro")
+        reading = input_args(outro.path, format_name=info.format_name)
+        pieces.append(_Piece("outro", outro.id, reading, info.duration))
 
     overlaps = {"intro": intro.offset if intro else 0.0, "outro": outro.offset if outro else 0.0}
     for kind, overlap in overlaps.items():
@@ -589,7 +574,7 @@ def _join(
         graph.append(
             f"[{k}:a:0]{convert},{DENORMAL_GUARD},ebur128@p{k}=peak=true:framelog=quiet[m{k}]"
         )
-    args += _graph_args(graph)
+    args += ["-filter_complex", ";".join(graph)]
     for k in range(len(pieces)):
         args += ["-map", f"[m{k}]"]
     args += ["-f", "null", "-"]
@@ -644,7 +629,7 @@ def _join(
         join = crossfade if overlap else "concat=n=2:v=0:a=1"
         graph.append(f"[{current}][s{k}]{join}[j{k}]")
         current = f"j{k}"
-    args += _graph_args(graph)
+    args += ["-filter_complex", ";".join(graph)]
     args += ["-map", f"[{current}]", "-map_metadata", "-1", *_INTERMEDIATE_CODEC]
     args += ["-y", file_url(out)]
     joined_length = total - overlaps["intro"] - overlaps["outro"]
@@ -691,8 +676,8 @@ def _mixdown(
     graph = _mix_graph(tracks, rate, layout, samples, duck)
     args: list[str] = []
     for track in tracks:
-        args += _input_args(track.spec.path)
-    args += _graph_args(graph)
+        args += input_args(track.spec.path, format_name=track.info.format_name)
+    args += ["-filter_complex", ";".join(graph)]
     args += ["-map", "[mixout]", "-map_metadata", "-1", *_INTERMEDIATE_CODEC, "-y", file_url(out)]
     for track in tracks:
         if track.output is not None:
@@ -753,7 +738,7 @@ def _analyse(tracks: list[_Track], workdir: Path, on_progress: Callable[[float],
     logs: list[Path] = []
     for track in tracks:
         k = track.index
-        args += _input_args(track.spec.path)
+        args += input_args(track.spec.path, format_name=track.info.format_name)
         log = workdir / f"levels-{k}.txt"
         logs.append(log)
         window = max(1, round((track.info.sample_rate or 48000) * WINDOW_SECONDS))
@@ -769,7 +754,7 @@ def _analyse(tracks: list[_Track], workdir: Path, on_progress: Callable[[float],
             f"[r{k}]{DENORMAL_GUARD},ebur128@t{k}=peak=true:framelog=quiet[x{k}]",
             f"[w{k}]{','.join(branch)}[y{k}]",
         ]
-    args += _graph_args(graph)
+    args += ["-filter_complex", ";".join(graph)]
     for track in tracks:
         args += ["-map", f"[x{track.index}]", "-map", f"[y{track.index}]"]
     args += ["-f", "null", "-"]
@@ -1098,10 +1083,11 @@ def zip_tracks(
     graph: list[str] = []
     longest = 0.0
     for k, path in enumerate(processed_tracks):
-        args += _input_args(Path(path))
+        info = _probe(Path(path), f"track file {Path(path).name}")
+        args += input_args(Path(path), format_name=info.format_name)
         graph.append(f"[{k}:a:0]aformat=sample_fmts=dbl,{','.join(chain)}[t{k}]")
-        longest = max(longest, _probe(Path(path), f"track file {Path(path).name}").duration)
-    args += _graph_args(graph)
+        longest = max(longest, info.duration)
+    args += ["-filter_complex", ";".join(graph)]
     for k, target in enumerate(staging):
         args += ["-map", f"[t{k}]", "-map_metadata", "-1", *spec.encoder_args(None)]
         args += ["-y", file_url(target)]

@@ -57,10 +57,10 @@ from .ffmpeg import (
     FFmpegFailed,
     ProgressCallback,
     Reporter,
-    demuxer_args,
     engine_threads,
     engine_workers,
     file_url,
+    input_args,
     run_parallel,
 )
 from .loudness import (
@@ -292,7 +292,7 @@ class _Source:
     rate: int | None = None
     segments: list[_Segment] | None = None  # stretches for parallel passes, None: one process
     scratch: Path | None = None  # a hidden directory in the output's for parallel passes' files
-    demuxer: list[str] = dataclasses.field(default_factory=list)  # options before every -i
+    format_name: str | None = None  # the probe's, for ffmpeg.input_args
 
     def scratch_dir(self, out: Path) -> Path:
         """Return (making it on first use) the directory for parallel passes' working files."""
@@ -301,34 +301,24 @@ class _Source:
         return self.scratch
 
     def input_args(self) -> list[str]:
-        """Return the input options, trimming with input seeking so nothing outside is decoded."""
-        args = ["-vn", "-sn", "-dn"]
-        threads = engine_threads()
-        if threads:
-            args += ["-threads", str(threads)]
-        if self.start:
-            args += ["-ss", f"{self.start:.6f}"]
-        if self.duration is not None:
-            args += ["-t", f"{self.duration:.6f}"]
-        return [*args, *self.demuxer, "-i", file_url(self.path)]
+        """Return the input options reading the programme (the trim window) of the input."""
+        return input_args(
+            self.path, format_name=self.format_name, start=self.start, duration=self.duration
+        )
 
     def chain(self, *filters: str) -> str:
         """Return the input's filter chain followed by filters."""
         return ",".join([*self.pre_filters, *filters]) or "anull"
 
     def stretch_args(self, start: float, duration: float) -> list[str]:
-        """Return input options reading only [start, start + duration) of the source."""
-        args = ["-vn", "-sn", "-dn", "-ss", f"{self.start + start:.6f}", "-t", f"{duration:.6f}"]
-        return [*args, *self.demuxer, "-i", file_url(self.path)]
+        """Return input options reading only [start, start + duration) of the programme."""
+        return input_args(
+            self.path, format_name=self.format_name, start=self.start + start, duration=duration
+        )
 
     def video_input_args(self) -> list[str]:
         """Return input options for the input's video stream, trimmed like the audio."""
-        args = ["-an", "-sn", "-dn"]
-        if self.start:
-            args += ["-ss", f"{self.start:.6f}"]
-        if self.duration is not None:
-            args += ["-t", f"{self.duration:.6f}"]
-        return [*args, "-i", file_url(self.path)]
+        return input_args(self.path, start=self.start, duration=self.duration, video=True)
 
 
 def process(
@@ -506,7 +496,7 @@ def _source(path: str | os.PathLike[str], info: ProbeResult, options: dict[str, 
         span,
         pre,
         rate=info.sample_rate,
-        demuxer=demuxer_args(info.format_name),
+        format_name=info.format_name,
     )
 
 

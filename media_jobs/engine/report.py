@@ -45,12 +45,11 @@ from .ffmpeg import (
     FFmpegFailed,
     ProgressCallback,
     Reporter,
-    demuxer_args,
     describe,
-    engine_threads,
     error_messages,
     ffmpeg_command,
     file_url,
+    input_args,
 )
 from .loudness import DENORMAL_GUARD, Loudness, parse_summaries
 from .probe import ProbeResult, probe
@@ -247,12 +246,8 @@ def detailed_loudness(
     if not info.has_audio:
         raise EngineError(f"File has no audio stream: {describe(path)}")
     frames = FrameStats(_INSTANCE)
-    input_args = ["-vn", "-sn", "-dn"]
-    threads = engine_threads()
-    if threads:
-        input_args += ["-threads", str(threads)]
     args = [
-        *input_args, *demuxer_args(info.format_name), "-i", file_url(path), "-map", "0:a:0",
+        *input_args(path, format_name=info.format_name), "-map", "0:a:0",
         "-af", frame_filter(_INSTANCE), "-f", "null", "-",
     ]  # fmt: skip
     seconds = info.duration

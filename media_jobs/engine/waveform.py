@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EngineError
-from .ffmpeg import ffmpeg_command, file_url, run_ffmpeg
+from .ffmpeg import ffmpeg_command, file_url, input_args, run_ffmpeg
 from .probe import probe
 from .report import ffmpeg_error
 
@@ -166,7 +166,7 @@ def _pcm_chunks(path: str | os.PathLike[str]) -> Iterator[memoryview]:
     """Yield the file's first audio stream as mono float32 samples, a chunk at a time."""
     cmd = [
         *ffmpeg_command("level+error"),
-        "-vn", "-sn", "-dn", "-i", file_url(path), "-map", "0:a:0",
+        *input_args(path), "-map", "0:a:0",
         "-af", _DOWNMIX, "-f", _PCM_FORMAT, "pipe:1",
     ]  # fmt: skip
     # stderr goes to a file: the pipe that is read is stdout, and a full stderr pipe nobody
