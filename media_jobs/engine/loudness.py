@@ -35,6 +35,8 @@ GUARD_FLOOR = -300.0
 # in frequency; at worst it reads 0.7 dB under, on a tone at a quarter of the sample rate.
 # Outputs are checked at 4x, as BS.1770 oversamples (processing.PEAK_CHECK_ALLOWANCE).
 PEAK_ESTIMATE_TAPS = 16
+# BS.1770's true-peak oversampling: outputs' checks and the job's reports read peaks at this.
+TRUE_PEAK_OVERSAMPLING = 4
 # ... in single precision, which pass 1's doubles would otherwise carry into the resampler at
 # a fifth more of its cost; a peak needs no more than float's 24 bits.
 PEAK_ESTIMATE_SAMPLES = "aformat=sample_fmts=fltp"

@@ -65,6 +65,7 @@ from .ffmpeg import (
 )
 from .loudness import (
     DENORMAL_GUARD,
+    TRUE_PEAK_OVERSAMPLING,
     Blocks,
     Loudness,
     explain,
@@ -118,7 +119,7 @@ OVERSAMPLE_FILTER_SIZE = 16
 # hour the 4x reading came out up to 0.1 dB under ebur128's, so the check adds this much.
 PEAK_CHECK_ALLOWANCE = 0.1
 # _meter's cheaper peak readings and their oversampling: pass 1's estimate, outputs' check.
-_OVERSAMPLING = {"estimate": 2, "check": 4}
+_OVERSAMPLING = {"estimate": 2, "check": TRUE_PEAK_OVERSAMPLING}
 # Share of the progress bar for pass 1 (it runs at ~400x, the render at ~150x).
 ANALYSE_SHARE = 0.25
 # Leave the limiter out when the gained input's true peak stays this far under its limit

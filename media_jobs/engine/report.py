@@ -5,9 +5,9 @@ ebur128 with framelog=info prints one line per 100 ms of audio:
     [ebur128@r @ 0x...] [info] t: 12.3  TARGET:-23 LUFS  M: -21.4 S: -22.0  I: -23.1 LUFS ...
 
 `FrameStats` folds those lines into maxima and a momentary-loudness histogram in constant
-memory, so any pass that already runs `frame_filter(name)` (processing's analysis pass, for
-one) gets these statistics without another decode: feed it every stderr line, then call
-`build_report()` with that pass's Summary.
+memory, so any pass that runs `frame_graph(name)` gets these statistics from its decode: feed
+it every stderr line, then call `build_report()` with that pass's Summary. (A long
+programme's render meters its outputs in stretches instead: `frames_from_blocks`.)
 
 Estimators (documented here because the numbers reach users):
 
@@ -51,7 +51,13 @@ from .ffmpeg import (
     file_url,
     input_args,
 )
-from .loudness import DENORMAL_GUARD, Loudness, parse_summaries
+from .loudness import (
+    DENORMAL_GUARD,
+    TRUE_PEAK_OVERSAMPLING,
+    Loudness,
+    parse_summaries,
+    peak_estimate_filters,
+)
 from .probe import ProbeResult, probe
 
 # ebur128 prints this (10*log10(1e-12) - 0.691) for an empty window or digital silence.
@@ -75,9 +81,18 @@ _FRAME_RE = re.compile(
 )
 
 
-def frame_filter(name: str) -> str:
-    """Return an ebur128 filter named name that logs every frame and measures true peaks."""
-    return f"{DENORMAL_GUARD},ebur128@{name}=peak=true:framelog=info"
+def frame_graph(name: str, rate: int | None) -> str:
+    """Return a graph measuring input 0's audio (at rate) as ebur128@name, logging every frame.
+
+    The true peak is read 4x oversampled as BS.1770 prescribes (loudness.peak_estimate_filters,
+    which parse_summaries gives to ebur128@name): ebur128's own resamples to 192 kHz with twice
+    the taps, and cost a third of a report's time. The graph's output is [name].
+    """
+    peak = peak_estimate_filters(name, rate, TRUE_PEAK_OVERSAMPLING)
+    return (
+        f"[0:a:0]{DENORMAL_GUARD},asplit=2[lm_{name}][pk_{name}];[pk_{name}]{peak};"
+        f"[lm_{name}]ebur128@{name}=framelog=info[{name}]"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,8 +262,9 @@ def detailed_loudness(
         raise EngineError(f"File has no audio stream: {describe(path)}")
     frames = FrameStats(_INSTANCE)
     args = [
-        *input_args(path, format_name=info.format_name), "-map", "0:a:0",
-        "-af", frame_filter(_INSTANCE), "-f", "null", "-",
+        *input_args(path, format_name=info.format_name),
+        "-filter_complex", frame_graph(_INSTANCE, info.sample_rate), "-map", f"[{_INSTANCE}]",
+        "-f", "null", "-",
     ]  # fmt: skip
     seconds = info.duration
     last = 0.0
