@@ -65,14 +65,15 @@ class PeakTone:
     phase: float  # degrees
     true_peak: float  # dBTP, the sine's amplitude
     seconds: float = 2.0
+    rate: int = RATE
 
     def write(self, path: Path) -> Path:
         """Write the tone as a float WAV."""
         amplitude = 10 ** (self.true_peak / 20)
-        frequency, phase = RATE * self.fraction, math.radians(self.phase)
+        frequency, phase = self.rate * self.fraction, math.radians(self.phase)
         sine = f"{amplitude:.12g}*sin(2*PI*{frequency:.12g}*t+{phase:.12g})"
         fades = f"afade=t=in:d={FADE},afade=t=out:st={self.seconds - FADE}:d={FADE}"
-        source = f"aevalsrc='{sine}|{sine}':s={RATE}:d={self.seconds}"
+        source = f"aevalsrc='{sine}|{sine}':s={self.rate}:d={self.seconds}"
         ffmpeg("-f", "lavfi", "-i", source, "-af", fades, "-c:a", "pcm_f32le", str(path))
         return path
 
@@ -188,6 +189,15 @@ def test_a_jobs_input_report_reads_the_true_peak_pass_1_only_estimates(tmp_path)
     result = pipeline.run(tone, params, tmp_path / "job", waveform_image=False)
     assert result.statistics["input"]["true_peak"] == pytest.approx(-6.0, abs=0.2)
     assert measure(tone).true_peak == pytest.approx(-6.0, abs=0.2)
+
+
+def test_a_report_reads_the_true_peak_of_a_high_rate_file(tmp_path):
+    # At 96 kHz a tone at a quarter of the rate, 45 degrees off the samples, peaks 3 dB over
+    # every sample: the report must still oversample it.
+    tone = PeakTone(1 / 4, 45, -6.0, rate=96000).write(tmp_path / "tone96k.wav")
+    report = detailed_loudness(tone)
+    assert report["sample_rate"] == 96000
+    assert -6.0 - PEAK_BELOW <= report["true_peak"] <= -6.0 + PEAK_ABOVE
 
 
 def _near(value: float | None, expected: float) -> bool:

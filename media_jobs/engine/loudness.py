@@ -37,6 +37,8 @@ GUARD_FLOOR = -300.0
 PEAK_ESTIMATE_TAPS = 16
 # BS.1770's true-peak oversampling: outputs' checks and the job's reports read peaks at this.
 TRUE_PEAK_OVERSAMPLING = 4
+# ... below this rate (Hz); from it on, peak_estimate_filters reads the samples as they are.
+PEAK_AS_SAMPLED_FROM = 96000
 # ... in single precision, which pass 1's doubles would otherwise carry into the resampler at
 # a fifth more of its cost; a peak needs no more than float's 24 bits.
 PEAK_ESTIMATE_SAMPLES = "aformat=sample_fmts=fltp"
@@ -124,7 +126,7 @@ def peak_estimate_filters(name: str, rate: int | None, factor: int = 2) -> str:
     they are (see PEAK_ESTIMATE_TAPS).
     """
     stats = f"astats@pk_{name}=measure_perchannel=none:measure_overall=Peak_level,anullsink"
-    if rate and rate >= 96000:
+    if rate and rate >= PEAK_AS_SAMPLED_FROM:
         return stats
     up = f"aresample={factor * (rate or 48000)}:filter_size={PEAK_ESTIMATE_TAPS}"
     return f"{PEAK_ESTIMATE_SAMPLES},{up},{stats}"

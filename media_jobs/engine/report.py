@@ -53,6 +53,7 @@ from .ffmpeg import (
 )
 from .loudness import (
     DENORMAL_GUARD,
+    PEAK_AS_SAMPLED_FROM,
     TRUE_PEAK_OVERSAMPLING,
     Loudness,
     parse_summaries,
@@ -86,8 +87,11 @@ def frame_graph(name: str, rate: int | None) -> str:
 
     The true peak is read 4x oversampled as BS.1770 prescribes (loudness.peak_estimate_filters,
     which parse_summaries gives to ebur128@name): ebur128's own resamples to 192 kHz with twice
-    the taps, and cost a third of a report's time. The graph's output is [name].
+    the taps, and cost a third of a report's time. From 96 kHz on, where that chain reads the
+    samples as they are, ebur128 reads it (at 192 kHz, still). The graph's output is [name].
     """
+    if rate and rate >= PEAK_AS_SAMPLED_FROM:
+        return f"[0:a:0]{DENORMAL_GUARD},ebur128@{name}=peak=true:framelog=info[{name}]"
     peak = peak_estimate_filters(name, rate, TRUE_PEAK_OVERSAMPLING)
     return (
         f"[0:a:0]{DENORMAL_GUARD},asplit=2[lm_{name}][pk_{name}];[pk_{name}]{peak};"
