@@ -65,6 +65,7 @@ from .ffmpeg import (
 )
 from .loudness import (
     DENORMAL_GUARD,
+    PEAK_AS_SAMPLED_FROM,
     TRUE_PEAK_OVERSAMPLING,
     Blocks,
     Loudness,
@@ -811,7 +812,8 @@ def _meter(
 def _output_peak(plan: _Plan, source: _Source) -> str:
     """Return the peak reading (_meter's peak) of an encoded output (see PEAK_CHECK_ALLOWANCE)."""
     rate = plan.rate or source.rate or 48000
-    return "check" if rate < OVERSAMPLE_BELOW else "true"
+    # From PEAK_AS_SAMPLED_FROM on, the cheaper reading would not oversample at all.
+    return "check" if rate < PEAK_AS_SAMPLED_FROM else "true"
 
 
 def _over(measured: Loudness, ceiling: float) -> float:
