@@ -11,7 +11,23 @@ from typing import Any
 
 import imageio_ffmpeg
 
+from media_jobs.engine import ffmpeg as engine_ffmpeg
+
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def spawned(monkeypatch: Any) -> list[subprocess.Popen[bytes]]:
+    """Return the list every ffmpeg the engine starts from now on is added to (with its args)."""
+    launched: list[subprocess.Popen[bytes]] = []
+    spawn = engine_ffmpeg.spawn
+
+    def recording(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        proc = spawn(cmd, **kwargs)
+        launched.append(proc)
+        return proc
+
+    monkeypatch.setattr(engine_ffmpeg, "spawn", recording)
+    return launched
 
 
 def _speech(t: str = "t", *, phrases: bool = True) -> str:

@@ -18,7 +18,6 @@ from media_jobs.engine import (
     processing,
     report,
 )
-from media_jobs.engine import ffmpeg as engine_ffmpeg
 from tests.media import (
     SPEECH_ENVELOPES,
     ebur128,
@@ -30,6 +29,7 @@ from tests.media import (
     make_wav,
     probe_duration,
     read_pcm,
+    spawned,
 )
 
 PODCAST = {
@@ -347,19 +347,6 @@ def long_speech(media_dir) -> Path:
     return make_wav(media_dir / "long.wav", seconds=36, level_db=-24)
 
 
-def _spawned(monkeypatch) -> list[Any]:
-    launched: list[Any] = []
-    spawn = engine_ffmpeg.spawn
-
-    def counting(cmd, **kwargs):
-        proc = spawn(cmd, **kwargs)
-        launched.append(proc)
-        return proc
-
-    monkeypatch.setattr(engine_ffmpeg, "spawn", counting)
-    return launched
-
-
 def test_a_long_jobs_output_report_comes_with_its_render(
     tmp_path, monkeypatch, stretches, long_speech
 ):
@@ -388,7 +375,7 @@ def test_a_long_jobs_output_report_comes_with_its_render(
 def test_it_renders_a_long_programme_in_parallel_stretches(
     tmp_path, monkeypatch, stretches, long_speech
 ):
-    launched = _spawned(monkeypatch)
+    launched = spawned(monkeypatch)
     params = {
         **PODCAST,
         "output_files": [
@@ -422,7 +409,7 @@ def test_it_renders_a_long_programme_in_parallel_stretches(
 def test_lossless_outputs_are_measured_on_what_their_encoder_is_fed(
     tmp_path, monkeypatch, stretches, long_speech
 ):
-    launched = _spawned(monkeypatch)
+    launched = spawned(monkeypatch)
     params = {
         **PODCAST,
         "output_files": [{"format": "mp3"}, {"format": "flac"}, {"format": "wav-24bit"}],
@@ -449,7 +436,7 @@ def _assert_on_target_as_reported(output: Any) -> None:
 def test_it_cancels_parallel_stretches_and_leaves_nothing(
     tmp_path, monkeypatch, stretches, long_speech
 ):
-    launched = _spawned(monkeypatch)
+    launched = spawned(monkeypatch)
 
     def progress(fraction: float, stage: str) -> bool:
         return not (stage == "encoding" and fraction > 0.3)
@@ -642,7 +629,7 @@ def test_it_extracts_to_the_end_and_normalises_a_video(tmp_path, video):
 def test_a_trimmed_wav_keeps_exactly_the_samples_asked_for(tmp_path, monkeypatch, quiet_speech):
     # WAV inputs are read in large packets (ffmpeg.demuxer_args); a trim must still start
     # and end on the exact sample, wherever it falls inside a packet.
-    launched = _spawned(monkeypatch)
+    launched = spawned(monkeypatch)
     params = {
         "algorithms": {"filtering": False},
         "output_files": [{"format": "wav"}],

@@ -8,7 +8,6 @@ import pytest
 
 from media_jobs import engine
 from media_jobs.engine import ParamsError
-from media_jobs.engine import ffmpeg as engine_ffmpeg
 from tests.media import (
     audio_format,
     ebur128,
@@ -19,6 +18,7 @@ from tests.media import (
     make_wav,
     probe_duration,
     snr_against,
+    spawned,
     video_packets,
 )
 
@@ -304,21 +304,14 @@ def test_it_lists_bad_algorithm_settings():
 
 
 def test_it_renders_every_output_in_one_ffmpeg_run(tmp_path, speech, monkeypatch):
-    launched: list[list[str]] = []
-    spawn = engine_ffmpeg.spawn
-
-    def counting(cmd, **kwargs):
-        launched.append(cmd)
-        return spawn(cmd, **kwargs)
-
-    monkeypatch.setattr(engine_ffmpeg, "spawn", counting)
+    launched = spawned(monkeypatch)
     params = {
         "algorithms": {"filtering": True, **PODCAST},
         "output_files": [{"format": "mp3"}, {"format": "flac"}, {"format": "opus"}],
     }
     result = engine.process(speech, params, tmp_path)
     assert result.statistics["renders"] == 1
-    renders = [cmd for cmd in launched if "-dec" in cmd]
+    renders = [proc.args for proc in launched if "-dec" in proc.args]
     # Pass 1 measures; one render encodes all three outputs and verifies them.
     assert len(launched) == 2
     assert len(renders) == 1

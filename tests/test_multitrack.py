@@ -11,7 +11,6 @@ import pytest
 
 from media_jobs import samples
 from media_jobs.engine import EngineCancelled, ParamsError, process
-from media_jobs.engine import ffmpeg as engine_ffmpeg
 from media_jobs.engine.multitrack import (
     InputSpec,
     prepare,
@@ -20,7 +19,7 @@ from media_jobs.engine.multitrack import (
     validate_multi_inputs,
     zip_tracks,
 )
-from tests.media import ebur128, ffmpeg, probe_duration
+from tests.media import ebur128, ffmpeg, probe_duration, spawned
 
 PODCAST = {
     "algorithms": {"filtering": True, "normloudness": True, "loudnesstarget": -16, "maxpeak": -1},
@@ -185,17 +184,14 @@ def test_it_overlaps_an_intro_by_its_offset(tmp_path, intro_main_outro):
 
 def test_it_applies_the_trim_to_the_main_only(tmp_path, monkeypatch, intro_main_outro):
     intro, main, outro = intro_main_outro
-    commands: list[list[str]] = []
-    spawn = engine_ffmpeg.spawn
-    monkeypatch.setattr(
-        engine_ffmpeg, "spawn", lambda cmd, **kw: commands.append(cmd) or spawn(cmd, **kw)
-    )
+    launched = spawned(monkeypatch)
     params = {"video": {"start_time": 2, "duration": 5}}
     prepared = prepare(
         main, [InputSpec("intro", intro), InputSpec("outro", outro)], params, tmp_path
     )
     assert prepared.duration == pytest.approx(11.0, abs=0.1)
     # Every WAV is read in large packets (ffmpeg.input_args), the trimmed main included.
+    commands = [proc.args for proc in launched]
     reads = [cmd for cmd in commands if any(arg.endswith(".wav") for arg in cmd)]
     assert reads and all("-max_size" in cmd for cmd in reads)
     assert "video" not in prepared.params  # process() must not trim the joined file again

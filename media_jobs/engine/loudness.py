@@ -132,6 +132,25 @@ def peak_estimate_filters(name: str, rate: int | None, factor: int = 2) -> str:
     return f"{PEAK_ESTIMATE_SAMPLES},{up},{stats}"
 
 
+def true_peak_factor(rate: int | None) -> int | None:
+    """Return how many times peak_estimate_filters oversamples a true-peak reading at rate.
+
+    None from PEAK_AS_SAMPLED_FROM on, where that chain would read the samples as they are:
+    there ebur128 reads the true peak itself (peak=true, at 192 kHz).
+    """
+    return TRUE_PEAK_OVERSAMPLING if not rate or rate < PEAK_AS_SAMPLED_FROM else None
+
+
+def with_peak_reading(name: str, meter: str, rate: int | None, factor: int) -> str:
+    """Return meter (filters starting with ebur128@name) with the peak read beside it.
+
+    peak_estimate_filters reads it factor times oversampled. The result holds several chains:
+    it is fed through the first and leaves through the last.
+    """
+    side = peak_estimate_filters(name, rate, factor)
+    return f"asplit=2[lm_{name}][pk_{name}];[pk_{name}]{side};[lm_{name}]{meter}"
+
+
 def parse_summaries(lines: Iterable[str]) -> dict[str, Loudness]:
     """Return the Summary of every named ebur128 instance (ebur128@name) in ffmpeg's stderr.
 

@@ -65,14 +65,14 @@ from .ffmpeg import (
 )
 from .loudness import (
     DENORMAL_GUARD,
-    PEAK_AS_SAMPLED_FROM,
     TRUE_PEAK_OVERSAMPLING,
     Blocks,
     Loudness,
     explain,
     parse_summaries,
-    peak_estimate_filters,
     run_checked,
+    true_peak_factor,
+    with_peak_reading,
 )
 from .params import FORMATS, Format, validate_params
 from .probe import ProbeResult, probe
@@ -802,18 +802,14 @@ def _meter(
         meter += ":metadata=1"
         for key, path in zip("MS", _meter_files(scratch, name, segment), strict=True):
             meter += f",ametadata=mode=print:key=lavfi.r128.{key}:file='{algo.filter_path(path)}'"
-    if peak not in _OVERSAMPLING:
-        return ",".join([*parts, meter])
-    parts.append(f"asplit=2[lm_{name}][pk_{name}]")
-    side = f"[pk_{name}]{peak_estimate_filters(name, rate or source.rate, _OVERSAMPLING[peak])}"
-    return f"{','.join(parts)};{side};[lm_{name}]{meter}"
+    if peak in _OVERSAMPLING:
+        meter = with_peak_reading(name, meter, rate or source.rate, _OVERSAMPLING[peak])
+    return ",".join([*parts, meter])
 
 
 def _output_peak(plan: _Plan, source: _Source) -> str:
     """Return the peak reading (_meter's peak) of an encoded output (see PEAK_CHECK_ALLOWANCE)."""
-    rate = plan.rate or source.rate or 48000
-    # From PEAK_AS_SAMPLED_FROM on, the cheaper reading would not oversample at all.
-    return "check" if rate < PEAK_AS_SAMPLED_FROM else "true"
+    return "check" if true_peak_factor(plan.rate or source.rate) else "true"
 
 
 def _over(measured: Loudness, ceiling: float) -> float:

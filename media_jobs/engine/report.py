@@ -53,11 +53,10 @@ from .ffmpeg import (
 )
 from .loudness import (
     DENORMAL_GUARD,
-    PEAK_AS_SAMPLED_FROM,
-    TRUE_PEAK_OVERSAMPLING,
     Loudness,
     parse_summaries,
-    peak_estimate_filters,
+    true_peak_factor,
+    with_peak_reading,
 )
 from .probe import ProbeResult, probe
 
@@ -90,13 +89,11 @@ def frame_graph(name: str, rate: int | None) -> str:
     the taps, and cost a third of a report's time. From 96 kHz on, where that chain reads the
     samples as they are, ebur128 reads it (at 192 kHz, still). The graph's output is [name].
     """
-    if rate and rate >= PEAK_AS_SAMPLED_FROM:
-        return f"[0:a:0]{DENORMAL_GUARD},ebur128@{name}=peak=true:framelog=info[{name}]"
-    peak = peak_estimate_filters(name, rate, TRUE_PEAK_OVERSAMPLING)
-    return (
-        f"[0:a:0]{DENORMAL_GUARD},asplit=2[lm_{name}][pk_{name}];[pk_{name}]{peak};"
-        f"[lm_{name}]ebur128@{name}=framelog=info[{name}]"
-    )
+    factor = true_peak_factor(rate)
+    meter = f"ebur128@{name}=framelog=info" + ("" if factor else ":peak=true")
+    if factor:
+        meter = with_peak_reading(name, meter, rate, factor)
+    return f"[0:a:0]{DENORMAL_GUARD},{meter}[{name}]"
 
 
 @dataclasses.dataclass(frozen=True)
