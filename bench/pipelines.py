@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from media_jobs.engine import ffmpeg_binary, pipeline, process
+from media_jobs.engine.params import FORMATS
 
 HIGHPASS_HZ = 80
 MP3_BITRATE = 128
@@ -185,6 +186,27 @@ def run_ideal(source: Path, out_path: Path, target: float, ceiling: float) -> Ou
         outputs={"mp3": out_path},
         stages={"measure": measured_at - start, "encode": end - measured_at},
         details={"gain_db": round(gain, 2), "limiter": limited, "limit_dbtp": round(limit, 2)},
+    )
+
+
+def run_encoder_alone(source: Path, out_path: Path, fmt: str, bitrate: int) -> Outcome:
+    """Encode source as fmt with the engine's encoder settings, and do nothing else.
+
+    What one output's encoder costs by itself: with the one-format run's CPU it bounds from
+    below what adding that output can cost on this machine. Its file is not a result (no
+    loudness processing), so the outcome lists no outputs to check.
+    """
+    start = time.perf_counter()
+    ffmpeg(
+        [
+            "-y", "-i", str(source), "-map", "0:a:0", *FORMATS[fmt].encoder_args(bitrate),
+            "-map_metadata", "-1", str(out_path),
+        ]
+    )  # fmt: skip
+    return Outcome(
+        outputs={},
+        stages={"encode": time.perf_counter() - start},
+        details={"format": fmt, "bitrate": bitrate},
     )
 
 
