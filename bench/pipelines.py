@@ -189,17 +189,19 @@ def run_ideal(source: Path, out_path: Path, target: float, ceiling: float) -> Ou
     )
 
 
-def run_encoder_alone(source: Path, out_path: Path, fmt: str, bitrate: int) -> Outcome:
+def run_encoder_alone(source: Path, out_stem: Path, fmt: str, bitrate: int) -> Outcome:
     """Encode source as fmt with the engine's encoder settings, and do nothing else.
 
     What one output's encoder costs by itself: with the one-format run's CPU it bounds from
     below what adding that output can cost on this machine. Its file is not a result (no
     loudness processing), so the outcome lists no outputs to check.
     """
+    spec = FORMATS[fmt]
+    out_path = out_stem.with_suffix(f".{spec.extension}")
     start = time.perf_counter()
     ffmpeg(
         [
-            "-y", "-i", str(source), "-map", "0:a:0", *FORMATS[fmt].encoder_args(bitrate),
+            "-y", "-i", str(source), "-map", "0:a:0", *spec.encoder_args(bitrate),
             "-map_metadata", "-1", str(out_path),
         ]
     )  # fmt: skip
